@@ -1,0 +1,104 @@
+"""Pieces every operator builder shares: config base, noise model, adjointness check."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import deepinv as dinv
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from recon.linalg import batch_dot
+
+
+class OperatorConfigBase(BaseModel):
+    """Fields common to every operator config (frozen, unknown keys rejected)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    sigma_y: float = Field(
+        0.0, ge=0.0, description="std of the Gaussian measurement noise, in data units ([0, 1])"
+    )
+
+
+def gaussian_noise(sigma_y: float) -> dinv.physics.NoiseModel:
+    """A fresh noise model per operator (deepinv shares one default object between operators)."""
+    if sigma_y > 0:
+        return dinv.physics.GaussianNoise(sigma=float(sigma_y))
+    return dinv.physics.ZeroNoise()
+
+
+def noise_sigma(physics: dinv.physics.Physics) -> float:
+    """The Gaussian noise std of an operator's noise model (0 for ``ZeroNoise``)."""
+    model = getattr(physics, "noise_model", None)
+    sigma = getattr(model, "sigma", None)
+    if sigma is None:
+        return 0.0
+    s = torch.as_tensor(sigma).reshape(-1)
+    if s.numel() != 1:
+        raise ValueError("per-sample noise levels in the noise model: pass sigma_y explicitly")
+    return float(s[0])
+
+
+class AdjointError(ValueError):
+    """A supplied adjoint does not match the forward operator."""
+
+
+def adjointness_error(
+    physics: dinv.physics.LinearPhysics,
+    x_shape: Sequence[int],
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    generator: torch.Generator | None = None,
+) -> float:
+    """Relative adjointness error ``|<Ax, y> - <x, A^H y>| / (||Ax|| ||y||)`` on random probes.
+
+    Args:
+        physics: a linear operator.
+        x_shape: input shape including the batch dimension, e.g. (2, 1, 32, 32).
+        dtype: real dtype of the probes (complex inputs are not used by recon operators).
+        device: device of the probes.
+        generator: random stream for the probes (a fixed seed when None).
+
+    Returns:
+        The largest relative error over the batch.
+    """
+    g = generator if generator is not None else torch.Generator(device).manual_seed(1234)
+    x = torch.randn(tuple(x_shape), dtype=dtype, device=device, generator=g)
+    ax = physics.A(x)
+    y = torch.randn(ax.shape, dtype=ax.dtype, device=device, generator=g)
+    aty = physics.A_adjoint(y)
+    lhs = batch_dot(ax, y)
+    rhs = batch_dot(x, aty)
+    ax_norm = batch_dot(ax, ax).sqrt()
+    scale = ax_norm * batch_dot(y, y).sqrt()
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return float(((lhs - rhs).abs() / scale).max())
+
+
+
+def cast(physics: dinv.physics.Physics, dtype: torch.dtype) -> dinv.physics.Physics:
+    """A copy of an operator with real buffers in ``dtype`` and complex ones in the matching
+    complex dtype.
+
+    ``torch.nn.Module.to(torch.float64)`` casts complex buffers (coil maps, Fourier filters) to
+    real and silently drops their imaginary part; this does not.
+    """
+    import copy
+
+    complex_dtype = {torch.float32: torch.complex64, torch.float64: torch.complex128}.get(dtype)
+    if complex_dtype is None:
+        raise ValueError(f"cast supports float32 and float64, got {dtype}")
+
+    def convert(t: Tensor) -> Tensor:
+        if t.is_complex():
+            return t.to(complex_dtype)
+        if t.is_floating_point():
+            return t.to(dtype)
+        return t
+
+    out = copy.deepcopy(physics)
+    out._apply(convert)
+    return out
