@@ -1,0 +1,180 @@
+"""Update rules shared by every sampler, in the variance-exploding sigma parametrisation.
+
+State ``x_t = x0 + sigma_t n`` (data units). A VP/DDPM state ``x_vp = sqrt(ab) x0 + sqrt(1-ab) n``
+maps to it by ``x = x_vp / sqrt(ab)``, ``sigma^2 = (1 - ab) / ab``, so the DDPM/DDIM updates
+below are the papers' updates written in this form.
+
+* Tweedie: ``x0_hat = D(x_t, sigma_t)``, ``eps_hat = (x_t - x0_hat) / sigma_t``.
+* DDIM step ``t -> s`` (Song et al. 2021, eq. 12): ``x_s = x0_hat + sqrt(sigma_s^2 - c^2) eps_hat
+  + c z`` with ``c = eta * sigma_s * sqrt(1 - sigma_s^2 / sigma_t^2)``; ``eta = 1`` is the DDPM
+  ancestral step (the exact Gaussian posterior ``q(x_s | x_t, x0_hat)``), ``eta = 0`` the
+  deterministic DDIM step.
+
+Random streams are per batch row: a sampler turns its ``generator`` argument into one
+``torch.Generator`` per row (:func:`make_streams`), so a row's noise never depends on how many
+rows share the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import deepinv as dinv
+import torch
+from torch import Tensor
+
+from recon.linalg import batch_dot, batch_norm, bview, conjugate_gradient
+from recon.operators import noise_sigma
+from recon.priors.base import Denoiser
+
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+__all__ = [
+    "CountingDenoiser",
+    "StepInfo",
+    "batch_dot",
+    "batch_norm",
+    "bview",
+    "conjugate_gradient",
+    "ddim_step",
+    "make_streams",
+    "measurement_sigma",
+    "randn",
+    "tweedie",
+]
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """What a sampler reports to its callback after each step.
+
+    Attributes:
+        i: step index (0-based).
+        sigma: noise level of the step's input, float (data units).
+        x: the new iterate, (B, *).
+        x0_hat: the step's estimate of the clean signal, (B, *).
+    """
+
+    i: int
+    sigma: float
+    x: Tensor
+    x0_hat: Tensor
+
+
+Callback = Callable[[StepInfo], None] | None
+
+
+class CountingDenoiser:
+    """Wraps a denoiser and counts its evaluations.
+
+    ``nfe`` counts calls (network evaluations of the whole batch; per sample, each call is one
+    evaluation), ``rows`` the rows evaluated, ``vjp`` the calls made with a graph for a
+    vector-Jacobian product (an input that requires grad).
+    """
+
+    def __init__(self, denoiser: Denoiser) -> None:
+        self.denoiser = denoiser
+        self.nfe = 0
+        self.rows = 0
+        self.vjp = 0
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        self.nfe += 1
+        self.rows += x.shape[0]
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.vjp += 1
+        return self.denoiser(x, sigma)
+
+
+def make_streams(generator: Generators, batch: int, device: torch.device) -> list[torch.Generator]:
+    """One random stream per batch row.
+
+    Args:
+        generator: a list of ``batch`` generators (used as they are: row i draws only from
+            stream i), one generator (row i gets the i-th seed drawn from it), or None
+            (fresh seeds from torch's global generator).
+        batch: number of rows.
+        device: device of the streams (the data's device).
+    """
+    if isinstance(generator, Sequence):
+        if len(generator) != batch:
+            raise ValueError(f"got {len(generator)} generators for a batch of {batch}")
+        return list(generator)
+    seeds = torch.randint(0, 2**62, (batch,), generator=generator).tolist()
+    return [torch.Generator(device).manual_seed(int(s)) for s in seeds]
+
+
+def randn(streams: Sequence[torch.Generator], shape: Sequence[int], like: Tensor) -> Tensor:
+    """Standard normal tensor (B, *shape), row i drawn from ``streams[i]``."""
+    return torch.stack(
+        [
+            torch.randn(tuple(shape), generator=g, dtype=like.dtype, device=like.device)
+            for g in streams
+        ]
+    )
+
+
+def tweedie(denoiser: Denoiser, x: Tensor, sigma: float | Tensor) -> Tensor:
+    """``x0_hat = D(x, sigma)`` with sigma broadcast to (B,)."""
+    s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    return denoiser(x, s.expand(x.shape[0]) if s.ndim == 0 else s)
+
+
+def ddim_step(
+    x: Tensor,
+    x0_hat: Tensor,
+    sigma: float,
+    sigma_next: float,
+    noise: Tensor | None,
+    *,
+    eta: float = 1.0,
+) -> Tensor:
+    """One DDIM(eta) step from ``sigma`` to ``sigma_next`` (see module docstring).
+
+    Args:
+        x: current state (B, *) at ``sigma``.
+        x0_hat: Tweedie estimate (B, *).
+        sigma, sigma_next: noise levels, ``sigma > sigma_next >= 0``.
+        noise: standard normal (B, *) (ignored when ``eta == 0`` or ``sigma_next == 0``).
+        eta: 1 = DDPM ancestral, 0 = deterministic DDIM.
+    """
+    if sigma_next <= 0:
+        return x0_hat
+    eps_hat = (x - x0_hat) / sigma
+    c = eta * sigma_next * (1.0 - sigma_next**2 / sigma**2) ** 0.5
+    out = x0_hat + (max(sigma_next**2 - c**2, 0.0)) ** 0.5 * eps_hat
+    if c > 0:
+        out = out + c * noise
+    return out
+
+
+def measurement_sigma(physics: dinv.physics.Physics, sigma_y: float | None) -> float:
+    """The measurement noise std: ``sigma_y`` if given, else the operator's noise model's."""
+    return noise_sigma(physics) if sigma_y is None else float(sigma_y)
+
+
+def check_inputs(y: Tensor, sigmas: Tensor) -> None:
+    """Validate the common sampler inputs."""
+    if sigmas.ndim != 1 or sigmas.numel() < 2:
+        raise ValueError("sigmas must be a 1-D schedule with at least 2 entries")
+    if float(sigmas[-1]) != 0.0:
+        raise ValueError("sigmas must end in 0")
+    if bool((sigmas[:-1] <= sigmas[1:]).any()):
+        raise ValueError("sigmas must be strictly descending")
+    if not torch.isfinite(y).all():
+        raise ValueError("y contains NaN or Inf")
+
+
+def initial_state(
+    physics: dinv.physics.Physics,
+    y: Tensor,
+    sigma_max: float,
+    streams: Sequence[torch.Generator],
+    x_init: Tensor | None,
+) -> Tensor:
+    """``x_init`` (copied) or ``sigma_max * z``, z standard normal shaped like ``A^T y``."""
+    if x_init is not None:
+        return x_init.detach().clone()
+    like = physics.A_adjoint(y)
+    return sigma_max * randn(streams, like.shape[1:], like)
