@@ -78,7 +78,6 @@ def adjointness_error(
     return float(((lhs - rhs).abs() / scale).max())
 
 
-
 def cast(physics: dinv.physics.Physics, dtype: torch.dtype) -> dinv.physics.Physics:
     """A copy of an operator with real buffers in ``dtype`` and complex ones in the matching
     complex dtype.

@@ -1,4 +1,5 @@
-"""Parallel-beam CT: ``y = R P x + sigma_y n``, ``P`` the Radon transform, ``R`` a detector resampling.
+"""Parallel-beam CT: ``y = R P x + sigma_y n``, ``P`` the Radon transform, ``R`` detector
+resampling.
 
 x has shape (B, 1, W, W); y has shape (B, 1, n_detectors, n_angles) (deepinv's layout:
 detector cells along dim 2, angles along dim 3). Line integrals are in units of the field of
@@ -95,11 +96,11 @@ class ParallelBeamCT(dinv.physics.LinearPhysics):
     def _resample(self, s: Tensor, m: Tensor | None) -> Tensor:
         return s if m is None else torch.einsum("od,bcda->bcoa", m.to(s.dtype), s)
 
-    def A(self, x: Tensor, **kwargs) -> Tensor:  # noqa: N802
+    def A(self, x: Tensor, **kwargs) -> Tensor:
         """Sinogram of shape (B, 1, n_detectors, n_angles)."""
         return self._resample(self.tomo.A(x) * self.pixel_size, self.resample)
 
-    def A_adjoint(self, y: Tensor, **kwargs) -> Tensor:  # noqa: N802
+    def A_adjoint(self, y: Tensor, **kwargs) -> Tensor:
         """Exact adjoint (back-projection), shape (B, 1, W, W)."""
         m = None if self.resample is None else self.resample.T
         s = self._resample(y, m)
@@ -110,7 +111,7 @@ class ParallelBeamCT(dinv.physics.LinearPhysics):
         _, pullback = torch.func.vjp(self.tomo.A, x0)
         return pullback(s)[0] * self.pixel_size
 
-    def A_dagger(self, y: Tensor, **kwargs) -> Tensor:  # noqa: N802
+    def A_dagger(self, y: Tensor, **kwargs) -> Tensor:
         """Least-squares solution by ``dagger_iters`` per-sample CG steps on ``A^T A``."""
         if kwargs:
             raise TypeError("build a new operator to change its settings")

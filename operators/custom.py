@@ -1,4 +1,4 @@
-"""User-defined linear operators: plain callables and dense matrices, as deepinv ``LinearPhysics``."""
+"""User-defined linear operators (plain callables, dense matrices) as deepinv ``LinearPhysics``."""
 
 from __future__ import annotations
 
@@ -33,10 +33,10 @@ class FunctionalPhysics(dinv.physics.LinearPhysics):
         self._forward = forward
         self._adjoint = adjoint
 
-    def A(self, x: Tensor, **kwargs) -> Tensor:  # noqa: N802
+    def A(self, x: Tensor, **kwargs) -> Tensor:
         return self._forward(x)
 
-    def A_adjoint(self, y: Tensor, **kwargs) -> Tensor:  # noqa: N802
+    def A_adjoint(self, y: Tensor, **kwargs) -> Tensor:
         if self._adjoint is not None:
             return self._adjoint(y)
         x0 = torch.zeros((y.shape[0], *self.img_size), dtype=y.dtype, device=y.device)
@@ -45,8 +45,8 @@ class FunctionalPhysics(dinv.physics.LinearPhysics):
 
 
 def from_functions(
-    A: Callable[[Tensor], Tensor],  # noqa: N803 (the operator's usual name)
-    A_adjoint: Callable[[Tensor], Tensor] | None = None,  # noqa: N803
+    A: Callable[[Tensor], Tensor],
+    A_adjoint: Callable[[Tensor], Tensor] | None = None,
     *,
     img_size: Sequence[int],
     sigma_y: float = 0.0,
@@ -71,7 +71,9 @@ def from_functions(
     """
     physics = FunctionalPhysics(A, A_adjoint, img_size, sigma_y=sigma_y, device=device)
     if A_adjoint is not None:
-        tol = adjoint_tol if adjoint_tol is not None else (1e-10 if dtype == torch.float64 else 1e-4)
+        tol = (
+            adjoint_tol if adjoint_tol is not None else (1e-10 if dtype == torch.float64 else 1e-4)
+        )
         err = adjointness_error(physics, (2, *img_size), dtype=dtype, device=device)
         if not err <= tol:
             raise AdjointError(
@@ -96,18 +98,18 @@ class MatrixPhysics(dinv.physics.LinearPhysics):
         self.register_buffer("matrix", m.to(dev))
         self.register_buffer("pinv", torch.linalg.pinv(m.double()).to(m.dtype).to(dev))
 
-    def A(self, x: Tensor, **kwargs) -> Tensor:  # noqa: N802
+    def A(self, x: Tensor, **kwargs) -> Tensor:
         return x @ self.matrix.to(x.dtype).T
 
-    def A_adjoint(self, y: Tensor, **kwargs) -> Tensor:  # noqa: N802
+    def A_adjoint(self, y: Tensor, **kwargs) -> Tensor:
         return y @ self.matrix.to(y.dtype)
 
-    def A_dagger(self, y: Tensor, **kwargs) -> Tensor:  # noqa: N802
+    def A_dagger(self, y: Tensor, **kwargs) -> Tensor:
         return y @ self.pinv.to(y.dtype).T
 
 
 def from_matrix(
-    M: Tensor,  # noqa: N803
+    M: Tensor,
     sigma_y: float = 0.0,
     *,
     device: torch.device | str | None = None,

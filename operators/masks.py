@@ -31,7 +31,7 @@ from torch import Tensor
 
 def num_low_frequencies(width: int, center_fraction: float) -> int:
     """Number of always-sampled central columns, ``round(W * center_fraction)``."""
-    return int(round(width * center_fraction))
+    return round(width * center_fraction)
 
 
 def _center(width: int, num_low: int) -> Tensor:
@@ -77,7 +77,7 @@ def cartesian_mask(
             pass  # the centre alone already has the requested fraction
         else:
             adjusted = (acceleration * (num_low - w)) / (num_low * acceleration - w)
-            hi = max(int(round(adjusted)), 1)
+            hi = max(round(adjusted), 1)
             offset = int(torch.randint(0, hi, (1,), generator=generator))
             cols = torch.arange(offset, w - 1, adjusted)
             mask[torch.round(cols).long().clamp(max=w - 1)] = True
@@ -131,6 +131,7 @@ def make_mask(
     Mask ``i`` of a batch is drawn from its own stream ``seed + i``, so it does not depend on
     how many masks are drawn with it.
     """
+
     def one(s: int) -> Tensor:
         g = torch.Generator("cpu").manual_seed(s)
         if kind == "vd2d":

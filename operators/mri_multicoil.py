@@ -84,16 +84,14 @@ def estimate_coil_maps(kspace: Tensor, num_low: int, *, eps: float = 1e-6) -> Te
     """
     if not kspace.is_complex():
         kspace = torch.complex(kspace[:, 0], kspace[:, 1])
-    b, n, h, w = kspace.shape
-    nrow = max(int(round(h * num_low / w)), 1)
+    b, _, h, w = kspace.shape
+    nrow = max(round(h * num_low / w), 1)
     win_w = torch.hann_window(num_low + 2, periodic=False, dtype=torch.float64)[1:-1]
     win_h = torch.hann_window(nrow + 2, periodic=False, dtype=torch.float64)[1:-1]
     window = torch.zeros(h, w, dtype=torch.float64, device=kspace.device)
     c0 = (w - num_low + 1) // 2
     r0 = (h - nrow + 1) // 2
-    window[r0 : r0 + nrow, c0 : c0 + num_low] = (win_h[:, None] * win_w[None, :]).to(
-        kspace.device
-    )
+    window[r0 : r0 + nrow, c0 : c0 + num_low] = (win_h[:, None] * win_w[None, :]).to(kspace.device)
     low = kspace * window.to(kspace.real.dtype)
     imgs = torch.fft.fftshift(
         torch.fft.ifft2(torch.fft.ifftshift(low, dim=(-2, -1)), norm="ortho"), dim=(-2, -1)
@@ -110,7 +108,7 @@ class MultiCoilMRI(dinv.physics.MultiCoilMRI):
         super().__init__(*args, **kwargs)
         self.dagger_iters = dagger_iters
 
-    def A_dagger(self, y: Tensor, **kwargs) -> Tensor:  # noqa: N802 (deepinv's name)
+    def A_dagger(self, y: Tensor, **kwargs) -> Tensor:
         """Least-squares solution of ``A x = y`` by ``dagger_iters`` CG steps, shape (B,2,H,W)."""
         if kwargs:
             raise TypeError("build a new operator to change its mask or coil maps")
@@ -149,9 +147,7 @@ def build(
     else:
         if kspace is None:
             raise ValueError("coil_maps='estimated' needs the measured k-space")
-        maps = estimate_coil_maps(
-            kspace.to(device), num_low_frequencies(w, cfg.center_fraction)
-        )
+        maps = estimate_coil_maps(kspace.to(device), num_low_frequencies(w, cfg.center_fraction))
     if maps.shape[-2:] != (h, w):
         raise ValueError(f"coil maps of shape {tuple(maps.shape)} do not match image {h}x{w}")
     return MultiCoilMRI(

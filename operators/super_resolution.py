@@ -49,18 +49,18 @@ class BicubicDownsampling(dinv.physics.Downsampling):
         super().__init__(*args, **kwargs)
         self.dagger_iters = dagger_iters
 
-    def A(self, x: Tensor, **kwargs) -> Tensor:  # noqa: N802
+    def A(self, x: Tensor, **kwargs) -> Tensor:
         return dF.conv2d(x, self.filter.to(x.dtype), padding=self.padding)[
             :, :, :: self.factor, :: self.factor
         ]
 
-    def A_adjoint(self, y: Tensor, **kwargs) -> Tensor:  # noqa: N802
+    def A_adjoint(self, y: Tensor, **kwargs) -> Tensor:
         c, h, w = self.imsize
         x = torch.zeros((y.shape[0], c, h, w), device=y.device, dtype=y.dtype)
         x[:, :, :: self.factor, :: self.factor] = y
         return dF.conv_transpose2d(x, self.filter.to(y.dtype), padding=self.padding)
 
-    def A_dagger(self, y: Tensor, **kwargs) -> Tensor:  # noqa: N802
+    def A_dagger(self, y: Tensor, **kwargs) -> Tensor:
         z = conjugate_gradient(self.A_A_adjoint, y, n_iter=self.dagger_iters, tol=1e-10)
         return self.A_adjoint(z)
 
@@ -72,14 +72,14 @@ class BoxDownsampling(dinv.physics.LinearPhysics):
         super().__init__(img_size=tuple(img_size), **kwargs)
         self.factor = int(factor)
 
-    def A(self, x: Tensor, **kwargs) -> Tensor:  # noqa: N802
+    def A(self, x: Tensor, **kwargs) -> Tensor:
         return F.avg_pool2d(x, self.factor)
 
-    def A_adjoint(self, y: Tensor, **kwargs) -> Tensor:  # noqa: N802
+    def A_adjoint(self, y: Tensor, **kwargs) -> Tensor:
         f = self.factor
         return y.repeat_interleave(f, dim=-2).repeat_interleave(f, dim=-1) / (f * f)
 
-    def A_dagger(self, y: Tensor, **kwargs) -> Tensor:  # noqa: N802
+    def A_dagger(self, y: Tensor, **kwargs) -> Tensor:
         f = self.factor
         return y.repeat_interleave(f, dim=-2).repeat_interleave(f, dim=-1)
 

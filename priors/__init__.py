@@ -12,6 +12,7 @@ from .gaussian import (
     GaussianPrior,
     dense_gaussian_posterior,
 )
+from .io import load_exact_prior, save_exact_prior
 
 __all__ = [
     "Covariance",
@@ -26,5 +27,7 @@ __all__ = [
     "as_sigma",
     "dense_gaussian_posterior",
     "load_diffunet",
+    "load_exact_prior",
+    "save_exact_prior",
     "score_from_denoiser",
 ]

@@ -157,7 +157,9 @@ def load_diffunet(
     state = torch.load(p, map_location="cpu", weights_only=True)
     state = {k: v for k, v in state.items() if k not in _DIFFUNET_BUFFERS}
     net = dinv.models.DiffUNet(
-        in_channels=in_channels, out_channels=out_channels, large_model=large_model,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        large_model=large_model,
         pretrained=None,
     )
     missing, unexpected = net.load_state_dict(state, strict=False)

@@ -27,11 +27,11 @@ class Covariance:
     def __init__(
         self,
         *,
-        V: Tensor | None = None,  # noqa: N803
+        V: Tensor | None = None,
         lam: Tensor | None = None,
         iso: float = 0.0,
-        U: Tensor | None = None,  # noqa: N803
-        D: Tensor | None = None,  # noqa: N803
+        U: Tensor | None = None,
+        D: Tensor | None = None,
         dim: int,
     ) -> None:
         self.dim = dim
@@ -63,7 +63,9 @@ class Covariance:
         if cov.ndim == 2 and cov.shape == (dim, dim):
             lam, v = torch.linalg.eigh(0.5 * (cov + cov.T))
             return cls(V=v, lam=lam, iso=0.0, dim=dim)
-        raise ValueError(f"covariance must be (d,), (d, d) or (U, D); got shape {tuple(cov.shape)}")
+        raise ValueError(
+            f"covariance must be (d,), (d, d) or (U, D); got shape {tuple(cov.shape)}"
+        )
 
     @classmethod
     def low_rank_iso(cls, u: Tensor, c: float) -> Covariance:

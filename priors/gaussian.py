@@ -47,18 +47,14 @@ def _flat(x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], -1)
 
 
-def _gaussian_logpdf(
-    x: Tensor, mean: Tensor, cov: Covariance, s2: Tensor
-) -> Tensor:
+def _gaussian_logpdf(x: Tensor, mean: Tensor, cov: Covariance, s2: Tensor) -> Tensor:
     """log N(x; mean, cov + s2 I) per sample; x (B, d) float64, mean (d,)."""
     diff = x - mean
     quad = (diff * cov.solve_shifted(diff, s2)).sum(dim=1)
     return -0.5 * (quad + cov.logdet_shifted(s2) + cov.dim * _LOG2PI)
 
 
-def pca_covariance(
-    centered: Tensor, rank: int | None, *, eps: float = 1e-6
-) -> Covariance:
+def pca_covariance(centered: Tensor, rank: int | None, *, eps: float = 1e-6) -> Covariance:
     """Covariance of centred data (N, d): full (``rank`` None) or probabilistic PCA.
 
     PPCA keeps the top ``rank`` principal directions and sets the isotropic remainder to the
@@ -71,8 +67,17 @@ def pca_covariance(
         cov = x.T @ x / max(n, 1)
         lam, v = torch.linalg.eigh(0.5 * (cov + cov.T))
         return Covariance(V=v, lam=lam.clamp_min(eps), iso=eps, dim=d)
-    _, s, vh = torch.linalg.svd(x, full_matrices=False)
-    ev = s**2 / max(n, 1)  # eigenvalues of the sample covariance, descending
+    if n < d:  # eigenvectors of X^T X from the smaller Gram matrix X X^T
+        gl, gu = torch.linalg.eigh(x @ x.T)
+        gl, gu = gl.flip(0)[:rank].clamp_min(0), gu.flip(1)[:, :rank]
+        keep = gl > gl[0] * 1e-12  # directions the data actually span
+        rank = int(keep.sum())
+        gl, gu = gl[:rank], gu[:, :rank]
+        vh = (x.T @ gu / gl.clamp_min(1e-300).sqrt()).T
+        ev = gl / max(n, 1)  # eigenvalues of the sample covariance, descending
+    else:
+        _, s, vh = torch.linalg.svd(x, full_matrices=False)
+        ev = s**2 / max(n, 1)
     total = float((x**2).sum()) / max(n, 1)
     rest = max(total - float(ev[:rank].sum()), 0.0) / (d - rank)
     iso = max(rest, eps)
@@ -262,8 +267,14 @@ class GaussianPosterior:
             b = self._mean.shape[0]
             lam, v = torch.linalg.eigh(0.5 * (self.cov + self.cov.T))
             root = v * lam.clamp_min(0).sqrt()
-            z = torch.randn(n, b, self.cov.shape[0], dtype=torch.float64, generator=generator,
-                            device=self.cov.device)
+            z = torch.randn(
+                n,
+                b,
+                self.cov.shape[0],
+                dtype=torch.float64,
+                generator=generator,
+                device=self.cov.device,
+            )
             return (self._mean + z @ root.T).reshape(n, b, *self.shape)
         mf = self._mf
         b = mf.y.shape[0]
@@ -274,12 +285,42 @@ class GaussianPosterior:
         for start in range(0, n, per_call):
             k = min(per_call, n - start)
             x_p = mf.prior.cov.sample_noise(k * b, generator) + mf.prior.mean
-            e = torch.randn((k * b, *mf.y.shape[1:]), dtype=mf.y.dtype, device=mf.y.device,
-                            generator=generator)
-            sub = _MatrixFree(mf.prior, mf.physics, mf.y.repeat(k, *([1] * (mf.y.ndim - 1))),
-                              mf.sigma_y, mf.iters, mf.tol)
+            e = torch.randn(
+                (k * b, *mf.y.shape[1:]), dtype=mf.y.dtype, device=mf.y.device, generator=generator
+            )
+            sub = _MatrixFree(
+                mf.prior,
+                mf.physics,
+                mf.y.repeat(k, *([1] * (mf.y.ndim - 1))),
+                mf.sigma_y,
+                mf.iters,
+                mf.tol,
+            )
             out.append(sub.correct(x_p, e).reshape(k, b, *self.shape))
         return torch.cat(out)
+
+    def sample_rows(self, streams: Sequence[torch.Generator]) -> Tensor:
+        """One draw per measurement, row i from ``streams[i]`` alone: (B, *shape), float64."""
+        if self.cov is not None:
+            lam, v = torch.linalg.eigh(0.5 * (self.cov + self.cov.T))
+            root = v * lam.clamp_min(0).sqrt()
+            d = self.cov.shape[0]
+            z = torch.stack(
+                [
+                    torch.randn(d, dtype=torch.float64, generator=g, device=self.cov.device)
+                    for g in streams
+                ]
+            )
+            return (self._mean + z @ root.T).reshape(-1, *self.shape)
+        mf = self._mf
+        x_p = torch.cat([mf.prior.cov.sample_noise(1, g) for g in streams]) + mf.prior.mean
+        e = torch.stack(
+            [
+                torch.randn(mf.y.shape[1:], dtype=mf.y.dtype, device=mf.y.device, generator=g)
+                for g in streams
+            ]
+        )
+        return mf.correct(x_p, e).reshape(-1, *self.shape)
 
 
 def dense_gaussian_posterior(
@@ -445,7 +486,9 @@ class GaussianMixturePrior:
             logw.append(self.log_weights[k] + ev)
         log_w = torch.stack(logw, dim=1)
         log_w = log_w - torch.logsumexp(log_w, dim=1, keepdim=True)
-        return GaussianMixturePosterior(self.shape, log_w, torch.stack(means, 1), torch.stack(covs))
+        return GaussianMixturePosterior(
+            self.shape, log_w, torch.stack(means, 1), torch.stack(covs)
+        )
 
     @classmethod
     def fit(
@@ -480,7 +523,7 @@ class GaussianMixturePrior:
         x = _flat(data).double()
         n, d = x.shape
         centres = kmeans_pp(x, n_components, generator=generator)
-        resp = torch.softmax(-torch.cdist(x, centres) ** 2 / (2 * x.var(dim=0).sum() / d), 1)
+        resp = torch.softmax(-(torch.cdist(x, centres) ** 2) / (2 * x.var(dim=0).sum() / d), 1)
         history: list[float] = []
         model = None
         for _ in range(n_iter + 1):
@@ -545,3 +588,18 @@ class GaussianMixturePosterior:
             if bool(sel.any()):
                 out[sel] = out[sel] + z[sel] @ root.T
         return out.reshape(n, b, *self.shape)
+
+    def sample_rows(self, streams: Sequence[torch.Generator]) -> Tensor:
+        """One draw per measurement, row i from ``streams[i]`` alone: (B, *shape), float64."""
+        b, _, d = self.means.shape
+        roots = {}
+        out = []
+        for i, g in enumerate(streams):
+            comp = int(torch.multinomial(self.weights[i], 1, generator=g))
+            if comp not in roots:
+                c = self.covs[comp]
+                lam, v = torch.linalg.eigh(0.5 * (c + c.T))
+                roots[comp] = v * lam.clamp_min(0).sqrt()
+            z = torch.randn(d, dtype=torch.float64, generator=g, device=self.means.device)
+            out.append(self.means[i, comp] + roots[comp] @ z)
+        return torch.stack(out).reshape(b, *self.shape)

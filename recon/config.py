@@ -9,14 +9,15 @@ configs next to their functions (``recon.samplers``); this module gathers them.
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
+import tomllib
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from recon import schedules
+from recon.errors import UserError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -62,16 +63,14 @@ class DDPMScheduleConfig(Frozen):
         return s if self.n_steps is None else schedules.respace(s, self.n_steps)
 
 
-ScheduleConfig = Annotated[
-    KarrasScheduleConfig | DDPMScheduleConfig, Field(discriminator="name")
-]
+ScheduleConfig = Annotated[KarrasScheduleConfig | DDPMScheduleConfig, Field(discriminator="name")]
 
 
 # ------------------------------------------------------------------------------------------------
 # Loading and error reporting
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or value is invalid; the message is one line per problem, user-facing."""
 
 
@@ -150,7 +149,9 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
         elif p.suffix == ".json":
             data = json.loads(text)
         else:
-            raise ConfigError(f"{p}: unknown config format {p.suffix!r}; use .yaml, .toml or .json")
+            raise ConfigError(
+                f"{p}: unknown config format {p.suffix!r}; use .yaml, .toml or .json"
+            )
     except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         first = str(exc).splitlines()[0]
         raise ConfigError(f"{p}: not valid {p.suffix[1:].upper()}: {first}") from None
@@ -191,11 +192,75 @@ def validate(model: type[M], data: dict[str, Any], *, source: str = "config") ->
         ) from None
 
 
-def load_config(
-    model: type[M], path: str | Path, *, overrides: list[str] | None = None
-) -> M:
+def load_config(model: type[M], path: str | Path, *, overrides: list[str] | None = None) -> M:
     """Load and validate a config file (YAML/TOML/JSON), with optional ``key=value`` overrides."""
     data = read_mapping(path)
     if overrides:
         data = apply_overrides(data, overrides)
     return validate(model, data, source=str(path))
+
+
+# ------------------------------------------------------------------------------------------------
+# Priors and the run
+
+
+class ExactPriorConfig(Frozen):
+    """An exact Gaussian or Gaussian-mixture prior saved with ``save_exact_prior``."""
+
+    kind: Literal["exact"] = "exact"
+    path: str = Field(description="path to the .safetensors file")
+
+    def build(self, *, device: str = "cpu"):
+        from recon.priors import load_exact_prior
+
+        return load_exact_prior(self.path, device=device)
+
+
+class PhantomGaussianConfig(Frozen):
+    """A Gaussian prior fitted (PPCA) to recon's seeded random phantoms, in seconds."""
+
+    kind: Literal["phantom_gaussian"] = "phantom_gaussian"
+    size: int = Field(64, ge=8, description="image size (H = W)")
+    n_train: int = Field(2000, ge=10, description="phantoms to fit on")
+    rank: int = Field(128, ge=1, description="PCA rank")
+    seed: int = Field(1, description="seed of the training phantoms")
+    complex: bool = Field(False, description="2-channel (real, imaginary) images for MRI")
+
+    def build(self, *, device: str = "cpu"):
+        from recon.phantoms import phantom_gaussian_prior
+
+        return phantom_gaussian_prior(
+            self.size,
+            n_train=self.n_train,
+            rank=self.rank,
+            seed=self.seed,
+            complex_valued=self.complex,
+        ).to(device)
+
+
+PriorConfig = Annotated[ExactPriorConfig | PhantomGaussianConfig, Field(discriminator="kind")]
+
+
+def _operator_union():
+    from recon.operators import OperatorConfig
+
+    return OperatorConfig
+
+
+def _sampler_union():
+    from recon.samplers import SamplerConfig
+
+    return SamplerConfig
+
+
+class RunConfig(Frozen):
+    """A whole reconstruction run: operator, prior, schedule, sampler and run settings."""
+
+    operator: _operator_union()  # type: ignore[valid-type]
+    prior: PriorConfig
+    schedule: ScheduleConfig = Field(default_factory=KarrasScheduleConfig)
+    sampler: _sampler_union()  # type: ignore[valid-type]
+    seed: int = Field(0, description="run seed; item i uses streams derived from (seed, i)")
+    n_samples: int = Field(1, ge=1, description="posterior samples per item")
+    batch_size: int = Field(8, ge=1, description="rows per sampler call (memory budget)")
+    device: str = Field("cpu", description="cpu, cuda or cuda:N")

@@ -47,7 +47,7 @@ def conjugate_gradient(
     n_iter: int = 50,
     tol: float = 0.0,
 ) -> Tensor:
-    """Solve ``M x = b`` per sample by conjugate gradient, for Hermitian positive (semi-)definite M.
+    """Solve ``M x = b`` per sample by conjugate gradient (M Hermitian positive semi-definite).
 
     The step sizes and the stopping test are per sample: a sample whose relative residual
     ``||b - M x|| / ||b||`` falls below ``tol`` is frozen while the others continue, so each
@@ -79,7 +79,9 @@ def conjugate_gradient(
             break
         mp = apply_m(p)
         p_mp = batch_dot(p, mp)
-        alpha = torch.where(active & (p_mp > tiny), rs / p_mp.clamp_min(tiny), torch.zeros_like(rs))
+        alpha = torch.where(
+            active & (p_mp > tiny), rs / p_mp.clamp_min(tiny), torch.zeros_like(rs)
+        )
         x = x + bview(alpha, x).to(x.dtype) * p
         r = r - bview(alpha, r).to(r.dtype) * mp
         rs_new = batch_dot(r, r)

@@ -115,7 +115,9 @@ def ssim(
     if x.ndim == 3:
         x_hat, x = x_hat[:, None], x[:, None]
     if x.ndim != 4:
-        raise ValueError(f"ssim needs (B, C, H, W) or (B, H, W) tensors, got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"ssim needs (B, C, H, W) or (B, H, W) tensors, got shape {tuple(x.shape)}"
+        )
     b, c, h, w_ = x.shape
     win, cov_norm = _window(window, torch.float64, x.device)
     k = win.numel()
@@ -170,7 +172,9 @@ def fastmri_volume_metrics(pred: Tensor, gt: Tensor) -> dict[str, float]:
 
 def _check_shapes(a: Tensor, b: Tensor) -> None:
     if a.shape != b.shape:
-        raise ValueError(f"shapes differ: reconstruction {tuple(a.shape)} vs truth {tuple(b.shape)}")
+        raise ValueError(
+            f"shapes differ: reconstruction {tuple(a.shape)} vs truth {tuple(b.shape)}"
+        )
 
 
 def summarize(values: Tensor) -> tuple[float, float]:
@@ -190,7 +194,9 @@ def sliced_wasserstein(
     projected samples (sorted-sample formula), as in the MCGdiff benchmark (arXiv 2308.07983).
     """
     if a.shape != b.shape or a.ndim != 2:
-        raise ValueError(f"need two (N, d) clouds of equal size, got {tuple(a.shape)}, {tuple(b.shape)}")
+        raise ValueError(
+            f"need two (N, d) clouds of equal size, got {tuple(a.shape)}, {tuple(b.shape)}"
+        )
     d = a.shape[1]
     dirs = torch.randn(d, n_projections, generator=generator, dtype=torch.float64)
     dirs = dirs / dirs.norm(dim=0, keepdim=True)

@@ -40,8 +40,9 @@ def grid_mixture_prior(d: int, *, generator: torch.Generator) -> GaussianMixture
     """The 25-component grid mixture in dimension d (even), random weights."""
     if d % 2:
         raise ValueError(f"d must be even, got {d}")
-    grid = torch.tensor([[-8.0 * i, -8.0 * j] for i in range(-2, 3) for j in range(-2, 3)],
-                        dtype=torch.float64)
+    grid = torch.tensor(
+        [[-8.0 * i, -8.0 * j] for i in range(-2, 3) for j in range(-2, 3)], dtype=torch.float64
+    )
     means = grid.repeat(1, d // 2)
     w = torch.randn(25, generator=generator, dtype=torch.float64) ** 2
     covs = [torch.ones(d, dtype=torch.float64) for _ in range(25)]

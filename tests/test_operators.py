@@ -91,23 +91,21 @@ def test_a_dagger_consistency(name, extra, gen):
 
 
 def test_noise_is_gaussian_with_sigma_y(gen):
-    cfg, p = _make("mri", sigma_y=0.05)
+    _, p = _make("mri", sigma_y=0.05)
     assert O.noise_sigma(p) == pytest.approx(0.05)
-    cfg2, p2 = _make("mri", sigma_y=0.0)
+    _, p2 = _make("mri", sigma_y=0.0)
     assert O.noise_sigma(p2) == 0.0
     assert p.noise_model is not p2.noise_model
 
 
 def test_per_sample_inpainting_masks(gen):
-    cfg, p = _make("inpainting", n_masks=3)
+    _, p = _make("inpainting", n_masks=3)
     assert p.mask.shape == (3, 1, 12, 12)
     assert not torch.equal(p.mask[0], p.mask[1])
     x = torch.rand(3, 1, 12, 12, generator=gen)
     y = p.A(x)
     for i in range(3):
-        single = O.build(
-            O.InpaintingConfig(img_size=(1, 12, 12), mask="given"), mask=p.mask[i]
-        )
+        single = O.build(O.InpaintingConfig(img_size=(1, 12, 12), mask="given"), mask=p.mask[i])
         assert torch.equal(single.A(x[i : i + 1]), y[i : i + 1])
 
 
@@ -115,7 +113,7 @@ def test_per_sample_mri_masks_independent_of_count():
     m3 = O.make_mask("random", (16, 32), acceleration=4, center_fraction=0.08, seed=5, n_masks=3)
     m5 = O.make_mask("random", (16, 32), acceleration=4, center_fraction=0.08, seed=5, n_masks=5)
     assert torch.equal(m3, m5[:3])
-    cfg, p = _make("mri", mask="random", n_masks=3)
+    _, p = _make("mri", mask="random", n_masks=3)
     x = torch.randn(3, 2, 16, 16)
     y = p.A(x)
     for i in range(3):
@@ -193,7 +191,7 @@ def test_from_matrix(gen):
 
 
 def test_operator_matrix_matches_calls(gen):
-    cfg, p = _make("super_resolution", filter="box", factor=2)
+    _, p = _make("super_resolution", filter="box", factor=2)
     p = O.cast(p, torch.float64)
     a = O.operator_matrix(p, (1, 16, 16))
     x = torch.randn(2, 1, 16, 16, generator=gen, dtype=torch.float64)
@@ -201,7 +199,7 @@ def test_operator_matrix_matches_calls(gen):
 
 
 def test_box_superresolution_is_block_mean():
-    cfg, p = _make("super_resolution", filter="box", factor=2)
+    _, p = _make("super_resolution", filter="box", factor=2)
     x = torch.arange(16.0 * 16).reshape(1, 1, 16, 16)
     ref = torch.nn.functional.avg_pool2d(x, 2)
     assert torch.allclose(p.A(x), ref)
@@ -219,15 +217,21 @@ def test_estimated_coil_maps_recover_smooth_maps():
     yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
     img = torch.exp(-(xx**2 + yy**2) / 0.8)  # smooth, real, positive
     coil_imgs = true * img
-    k = torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(coil_imgs, dim=(-2, -1)),
-                                          norm="ortho"), dim=(-2, -1))
+    k = torch.fft.fftshift(
+        torch.fft.fft2(torch.fft.ifftshift(coil_imgs, dim=(-2, -1)), norm="ortho"), dim=(-2, -1)
+    )
     est = O.estimate_coil_maps(k[None], num_low=12)[0]
     inner = (yy.abs() < 0.6) & (xx.abs() < 0.6)
     err = (est - true).abs()[:, inner].max()
     assert float(err) < 0.05
     # and the operator built from them reconstructs a fully sampled scan
-    cfg = O.MultiCoilMRIConfig(img_size=(h, w), coil_maps="estimated", mask="equispaced",
-                               acceleration=2, center_fraction=0.25)
+    cfg = O.MultiCoilMRIConfig(
+        img_size=(h, w),
+        coil_maps="estimated",
+        mask="equispaced",
+        acceleration=2,
+        center_fraction=0.25,
+    )
     kspace = torch.stack([k.real, k.imag])[None]  # (1, 2, N, H, W)
     p = O.build(cfg, kspace=kspace)
     assert p.coil_maps.shape[-2:] == (h, w)
@@ -246,8 +250,9 @@ def test_ct_geometry_and_fbp(gen):
     assert float(y.max()) == pytest.approx(0.4**0.5, rel=0.08)
     rec = p.fbp(y)
     assert float(((rec - disc) ** 2).mean().sqrt()) < 0.15
-    limited = O.build(O.CTConfig(img_size=(w, w), geometry="limited_angle", n_angles=10,
-                                 angle_range=60.0))
+    limited = O.build(
+        O.CTConfig(img_size=(w, w), geometry="limited_angle", n_angles=10, angle_range=60.0)
+    )
     assert float(limited.tomo.angles.max()) < 60.0
 
 

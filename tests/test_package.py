@@ -11,9 +11,11 @@ def test_one_namespace():
 
 
 def test_generic_names_are_not_importable():
-    code = "import importlib,sys\nfor n in ('operators','priors','cli'):\n" \
-        "    try:\n        importlib.import_module(n)\n    except ImportError:\n        continue\n" \
+    code = (
+        "import importlib,sys\nfor n in ('operators','priors','cli'):\n"
+        "    try:\n        importlib.import_module(n)\n    except ImportError:\n        continue\n"
         "    sys.exit('importable: ' + n)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
 

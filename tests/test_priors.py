@@ -68,8 +68,9 @@ def test_gaussian_denoiser_closed_form_and_tweedie(gen):
     x = torch.randn(4, d, generator=gen, dtype=F64)
     sigma = torch.tensor([0.01, 0.3, 1.0, 10.0], dtype=F64)
     for b in range(4):
-        ref = mu + cov @ torch.linalg.solve(cov + sigma[b] ** 2 * torch.eye(d, dtype=F64),
-                                            x[b] - mu)
+        ref = mu + cov @ torch.linalg.solve(
+            cov + sigma[b] ** 2 * torch.eye(d, dtype=F64), x[b] - mu
+        )
         assert torch.allclose(prior(x, sigma)[b], ref)
     # Tweedie: score = (D - x) / sigma^2 equals the autograd score of log p_sigma
     xg = x.clone().requires_grad_(True)
@@ -79,7 +80,7 @@ def test_gaussian_denoiser_closed_form_and_tweedie(gen):
 
 
 def test_mixture_denoiser_matches_monte_carlo(gen):
-    """E[x0 | x] by self-normalised importance sampling from the prior, within 4 standard errors."""
+    """E[x0 | x] by self-normalised importance sampling from the prior, within 4 std errors."""
     prior = _mixture_2d(gen)
     sigma = 0.6
     x = torch.tensor([[0.3, 0.4], [-1.0, -0.5]], dtype=F64)
@@ -197,6 +198,16 @@ def test_gaussian_fit_matches_sample_moments(gen):
     assert torch.allclose(got[2:], ev[2:].mean().expand(2), atol=1e-8)
 
 
+def test_pca_fit_with_fewer_samples_than_dimensions(gen):
+    data = torch.randn(20, 30, generator=gen, dtype=F64) * torch.linspace(0.1, 2, 30, dtype=F64)
+    prior = GaussianPrior.fit(data, rank=5)
+    emp = torch.cov(data.T, correction=0)
+    ev = torch.linalg.eigvalsh(emp).flip(0)
+    got = torch.linalg.eigvalsh(prior.cov.dense()).flip(0)
+    assert torch.allclose(got[:5], ev[:5], atol=1e-8)
+    assert torch.allclose(got[5:], ev[5:].sum() / 25 * torch.ones(25, dtype=F64), atol=1e-8)
+
+
 def test_gmm_fit_increases_likelihood(gen):
     centres = torch.tensor([[3.0, 0, 0], [-3.0, 0, 0], [0, 3.0, 0]], dtype=F64)
     idx = torch.randint(0, 3, (600,), generator=gen)
@@ -303,3 +314,37 @@ def test_deepinv_adapter_passes_units_through(gen):
     s = torch.tensor([0.1, 0.5])
     assert torch.allclose(den(x, s), x / (1 + s.reshape(-1, 1, 1, 1) ** 2))
     assert torch.allclose(den(x, 0.5), x / 1.25)  # scalar sigma broadcasts
+
+
+@pytest.mark.parametrize("kind", ["full", "lowrank_diag", "mixture"])
+def test_exact_prior_file_round_trip(kind, gen, tmp_path):
+    from recon.errors import UserError
+    from recon.priors import load_exact_prior, save_exact_prior
+
+    d = 5
+    if kind == "full":
+        prior = GaussianPrior(torch.randn(d, generator=gen, dtype=F64), _spd(d, gen))
+    elif kind == "lowrank_diag":
+        prior = GaussianPrior(
+            torch.randn(d, generator=gen, dtype=F64),
+            (
+                torch.randn(d, 2, generator=gen, dtype=F64),
+                torch.rand(d, generator=gen, dtype=F64) + 0.1,
+            ),
+        )
+    else:
+        prior = GaussianMixturePrior(
+            torch.tensor([0.2, 0.8]),
+            torch.randn(2, d, generator=gen),
+            [_spd(d, gen), torch.ones(d, dtype=F64)],
+        )
+    path = save_exact_prior(prior, tmp_path / "p.safetensors")
+    back = load_exact_prior(path)
+    x = torch.randn(3, d, generator=gen, dtype=F64)
+    s = torch.tensor([0.1, 0.5, 2.0], dtype=F64)
+    assert torch.allclose(back(x, s), prior(x, s), atol=1e-12)
+    (tmp_path / "bad.safetensors").write_bytes(b"not a file")
+    with pytest.raises(UserError, match=r"bad\.safetensors"):
+        load_exact_prior(tmp_path / "bad.safetensors")
+    with pytest.raises(UserError, match="not found"):
+        load_exact_prior(tmp_path / "missing.safetensors")

@@ -11,8 +11,16 @@ import torch
 from recon import operators as O
 from recon.metrics import sliced_wasserstein
 from recon.priors import GaussianPrior
-from recon.samplers import SAMPLERS, CountingDenoiser, StepInfo, hyperparameters
-from recon.samplers import sample_dds, sample_dps, sample_exact, sample_reddiff
+from recon.samplers import (
+    SAMPLERS,
+    CountingDenoiser,
+    StepInfo,
+    hyperparameters,
+    sample_dds,
+    sample_dps,
+    sample_exact,
+    sample_reddiff,
+)
 from recon.schedules import karras
 from recon.toy import mixture_problem
 
@@ -40,8 +48,9 @@ def vector_problem(gen):
 @pytest.fixture
 def image_problem(gen):
     shape = (1, 8, 8)
-    prior = GaussianPrior(torch.full(shape, 0.5, dtype=F64), torch.full((64,), 0.04, dtype=F64),
-                          shape=shape)
+    prior = GaussianPrior(
+        torch.full(shape, 0.5, dtype=F64), torch.full((64,), 0.04, dtype=F64), shape=shape
+    )
     cfg = O.InpaintingConfig(img_size=shape, keep_ratio=0.5, sigma_y=0.02)
     physics = O.cast(O.build(cfg), F64)
     x = prior.sample(3, generator=gen)
@@ -83,8 +92,15 @@ def test_output_finite_shaped_and_inputs_unchanged(name, problem, request):
     x_init = physics.A_dagger(y) + 0.5
     x_init_copy = x_init.clone()
     infos: list[StepInfo] = []
-    out = _run(name, prior, physics, y, generator=torch.Generator().manual_seed(0),
-               x_init=x_init, callback=infos.append)
+    out = _run(
+        name,
+        prior,
+        physics,
+        y,
+        generator=torch.Generator().manual_seed(0),
+        x_init=x_init,
+        callback=infos.append,
+    )
     assert out.shape == physics.A_adjoint(y).shape
     assert out.dtype == y.dtype
     assert bool(torch.isfinite(out).all())
@@ -106,8 +122,13 @@ def test_same_seed_bit_identical(name, vector_problem):
 @pytest.mark.parametrize("problem", ["vector_problem", "image_problem"])
 def test_sample_does_not_depend_on_batch_mates(name, problem, request):
     prior, physics, y = request.getfixturevalue(problem)
-    batch = _run(name, prior, physics, y, generator=_gens([11, 12, 13]) if y.shape[0] == 3
-                 else _gens([11, 12, 13, 14]))
+    batch = _run(
+        name,
+        prior,
+        physics,
+        y,
+        generator=_gens([11, 12, 13]) if y.shape[0] == 3 else _gens([11, 12, 13, 14]),
+    )
     alone = _run(name, prior, physics, y[1:2], generator=_gens([12]))
     assert torch.allclose(batch[1:2], alone, rtol=0, atol=1e-12)
     # the check is not vacuous: another stream gives another sample (pinv is deterministic)
@@ -148,8 +169,13 @@ def test_exact_sampler_matches_posterior(gauss8, gen):
     y = physics.A(prior.sample(1, generator=gen))
     post = prior.posterior(physics, y)
     n = 3000
-    s = sample_exact(prior, y.expand(n, -1).clone(), physics, karras(2).to(F64),
-                     generator=torch.Generator().manual_seed(1))
+    s = sample_exact(
+        prior,
+        y.expand(n, -1).clone(),
+        physics,
+        karras(2).to(F64),
+        generator=torch.Generator().manual_seed(1),
+    )
     se = post.std[0] / math.sqrt(n)
     assert bool(((s.mean(0) - post.mean[0]).abs() < 5 * se).all())
     # sample std: standard error sigma / sqrt(2 (n - 1))
@@ -167,8 +193,13 @@ def test_dds_noiseless_fits_data_and_approaches_posterior_mean(gauss8, gen):
     ys = y.expand(n, -1).clone()
     errs = []
     for steps in (10, 200):
-        s = sample_dds(prior, ys, physics, karras(steps, sigma_max=20.0).to(F64),
-                       generator=torch.Generator().manual_seed(2))
+        s = sample_dds(
+            prior,
+            ys,
+            physics,
+            karras(steps, sigma_max=20.0).to(F64),
+            generator=torch.Generator().manual_seed(2),
+        )
         resid = (physics.A(s) - ys).norm(dim=1) / ys.norm(dim=1)
         assert float(resid.max()) < 1e-3
         errs.append(_rel(s.mean(0), post.mean[0]))
@@ -187,8 +218,13 @@ def test_dds_inpainting_with_independent_prior_is_exact_on_the_mean(gen):
     physics = O.cast(O.build(O.InpaintingConfig(img_size=shape, keep_ratio=0.5)), F64)
     y = physics.A(prior.sample(1, generator=gen))
     n = 2000
-    s = sample_dds(prior, y.expand(n, -1, -1, -1).clone(), physics,
-                   karras(50, sigma_max=20.0).to(F64), generator=torch.Generator().manual_seed(3))
+    s = sample_dds(
+        prior,
+        y.expand(n, -1, -1, -1).clone(),
+        physics,
+        karras(50, sigma_max=20.0).to(F64),
+        generator=torch.Generator().manual_seed(3),
+    )
     m = physics.mask.bool()[0]
     assert torch.allclose(s[:, m], y[:, m].expand(n, -1), atol=1e-10)
     se = math.sqrt(0.05) / math.sqrt(n)
@@ -198,16 +234,24 @@ def test_dds_inpainting_with_independent_prior_is_exact_on_the_mean(gen):
 def test_dps_moves_toward_data_and_mean_error_shrinks_with_steps(gauss8, gen):
     prior, a = gauss8
     physics = O.from_matrix(a, sigma_y=0.05)
-    y = physics.A(prior.sample(1, generator=gen)) + 0.05 * torch.randn(1, 3, generator=gen,
-                                                                        dtype=F64)
+    y = physics.A(prior.sample(1, generator=gen)) + 0.05 * torch.randn(
+        1, 3, generator=gen, dtype=F64
+    )
     post = prior.posterior(physics, y)
     n = 1500
     ys = y.expand(n, -1).clone()
     prior_resid = float((physics.A(prior.sample(n, generator=gen)) - ys).norm(dim=1).mean())
     errs, resids = [], []
     for steps in (10, 300):
-        s = sample_dps(prior, ys, physics, karras(steps, sigma_max=20.0).to(F64),
-                       generator=torch.Generator().manual_seed(4), zeta=0.1, vp_scale=None)
+        s = sample_dps(
+            prior,
+            ys,
+            physics,
+            karras(steps, sigma_max=20.0).to(F64),
+            generator=torch.Generator().manual_seed(4),
+            zeta=0.1,
+            vp_scale=None,
+        )
         errs.append(_rel(s.mean(0), post.mean[0]))
         resids.append(float((physics.A(s) - ys).norm(dim=1).mean()))
     # relative Monte-Carlo error of the mean (DPS's spread is within 1.5x the posterior's)
@@ -217,12 +261,21 @@ def test_dps_moves_toward_data_and_mean_error_shrinks_with_steps(gauss8, gen):
 
 
 def _reddiff_fixed_level(prior, physics, y, sigma, lam, n_steps=3000, lr=0.005):
-    sig = torch.cat([sigma * torch.linspace(1.001, 1.0, n_steps, dtype=F64),
-                     torch.zeros(1, dtype=F64)])
+    sig = torch.cat(
+        [sigma * torch.linspace(1.001, 1.0, n_steps, dtype=F64), torch.zeros(1, dtype=F64)]
+    )
     its = []
-    sample_reddiff(prior, y, physics, sig, generator=torch.Generator().manual_seed(5), lam=lam,
-                   lr=lr, callback=lambda info: its.append(info.x))
-    return torch.stack(its[n_steps // 2:]).mean(0)  # Polyak average of the Adam iterates
+    sample_reddiff(
+        prior,
+        y,
+        physics,
+        sig,
+        generator=torch.Generator().manual_seed(5),
+        lam=lam,
+        lr=lr,
+        callback=lambda info: its.append(info.x),
+    )
+    return torch.stack(its[n_steps // 2 :]).mean(0)  # Polyak average of the Adam iterates
 
 
 def test_reddiff_fixed_level_converges_to_its_map(gauss8, gen):
@@ -248,8 +301,9 @@ def test_reddiff_map_equals_posterior_mean_when_weights_match(gen):
     """With an isotropic prior N(m0, c I), J above is the negative log posterior (up to scale)
     when lam = d (c + sigma^2) sigma_y^2 / (m c sigma^2); its minimiser is the posterior mean."""
     d, m, c, s_y, sigma = 8, 4, 0.5, 0.3, 30.0
-    prior = GaussianPrior(0.2 * torch.randn(d, generator=gen, dtype=F64),
-                          torch.full((d,), c, dtype=F64))
+    prior = GaussianPrior(
+        0.2 * torch.randn(d, generator=gen, dtype=F64), torch.full((d,), c, dtype=F64)
+    )
     a = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=F64))[0][:m] * 2.0
     physics = O.from_matrix(a, sigma_y=s_y)
     y = physics.A(prior.sample(1, generator=gen))
@@ -263,8 +317,14 @@ def test_reddiff_standard_schedule_reduces_residual(gauss8, gen):
     physics = O.from_matrix(a, sigma_y=0.05)
     y = physics.A(prior.sample(2, generator=gen))
     x_init = prior.mean.expand(2, -1).clone()
-    mu = sample_reddiff(prior, y, physics, karras(200, sigma_max=5.0).to(F64), x_init=x_init,
-                        generator=torch.Generator().manual_seed(6))
+    mu = sample_reddiff(
+        prior,
+        y,
+        physics,
+        karras(200, sigma_max=5.0).to(F64),
+        x_init=x_init,
+        generator=torch.Generator().manual_seed(6),
+    )
     before = (physics.A(x_init) - y).norm(dim=1)
     after = (physics.A(mu) - y).norm(dim=1)
     assert bool((after < 0.2 * before).all())
@@ -273,13 +333,20 @@ def test_reddiff_standard_schedule_reduces_residual(gauss8, gen):
 def test_dds_multicoil_mri_complex_cg(gen):
     """DDS's CG on 2-channel complex MRI data: noiseless samples fit the k-space."""
     shape = (2, 8, 8)
-    prior = GaussianPrior(torch.zeros(shape, dtype=F64), torch.full((128,), 0.05, dtype=F64),
-                          shape=shape)
+    prior = GaussianPrior(
+        torch.zeros(shape, dtype=F64), torch.full((128,), 0.05, dtype=F64), shape=shape
+    )
     cfg = O.MultiCoilMRIConfig(img_size=(8, 8), n_coils=3, acceleration=2, center_fraction=0.25)
     physics = O.cast(O.build(cfg), F64)
     y = physics.A(prior.sample(2, generator=gen))
-    s = sample_dds(prior, y, physics, karras(20, sigma_max=5.0).to(F64), n_cg=30,
-                   generator=torch.Generator().manual_seed(0))
+    s = sample_dds(
+        prior,
+        y,
+        physics,
+        karras(20, sigma_max=5.0).to(F64),
+        n_cg=30,
+        generator=torch.Generator().manual_seed(0),
+    )
     rel = (physics.A(s) - y).flatten(1).norm(dim=1) / y.flatten(1).norm(dim=1)
     assert float(rel.max()) < 1e-3
 
@@ -307,10 +374,77 @@ def test_gmm_samplers_beat_the_prior():
         ys = prob.y.expand(n, -1).clone()
         sigmas = karras(100, sigma_min=0.01, sigma_max=100.0).to(F64)
         for name, kw in [("dds", {}), ("dps", dict(zeta=0.2, vp_scale=1.0))]:
-            s = SAMPLERS[name][1](prob.prior, ys, prob.physics, sigmas,
-                                  generator=torch.Generator().manual_seed(1), **kw)
+            s = SAMPLERS[name][1](
+                prob.prior,
+                ys,
+                prob.physics,
+                sigmas,
+                generator=torch.Generator().manual_seed(1),
+                **kw,
+            )
             sw[name].append(dist(s))
     mean = {k: sum(v) / len(v) for k, v in sw.items()}
     assert mean["noise"] < 0.05 * mean["prior"], mean
     assert mean["dds"] < 0.5 * mean["prior"], mean
     assert mean["dps"] < 0.5 * mean["prior"], mean
+
+
+def test_posterior_summary_is_chunk_and_batch_invariant(vector_problem):
+    from recon.posterior import posterior_summary
+
+    prior, physics, y = vector_problem
+    sig = karras(10, sigma_min=0.01, sigma_max=20.0).to(F64)
+    a = posterior_summary(
+        sample_dds, prior, y, physics, sig, n_samples=5, generator=_gens([1, 2, 3, 4]), max_batch=2
+    )
+    b = posterior_summary(
+        sample_dds, prior, y[2:3], physics, sig, n_samples=5, generator=_gens([3]), max_batch=5
+    )
+    assert a.samples.shape == (4, 5, 6)
+    assert torch.allclose(a.samples[2], b.samples[0], rtol=0, atol=1e-12)
+    assert torch.allclose(a.mean, a.samples.mean(1)) and torch.allclose(a.std, a.samples.std(1))
+
+
+def test_posterior_summary_exact_moments(gen):
+    from recon.posterior import posterior_summary
+
+    d = 4
+    prior = GaussianPrior(torch.ones(d, dtype=F64), _spd(d, gen))
+    physics = O.from_matrix(torch.randn(2, d, generator=gen, dtype=F64), sigma_y=0.3)
+    y = physics.A(prior.sample(2, generator=gen))
+    post = prior.posterior(physics, y)
+    n = 2000
+    s = posterior_summary(
+        sample_exact,
+        prior,
+        y,
+        physics,
+        karras(2).to(F64),
+        n_samples=n,
+        generator=_gens([5, 6]),
+        max_batch=500,
+        keep_samples=False,
+    )
+    assert s.samples is None
+    assert bool(((s.mean - post.mean).abs() < 5 * post.std / math.sqrt(n)).all())
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_per_sample_masks_batch_invariance(name, gen):
+    """Per-sample inpainting masks: row 1 of a batch equals row 1 run alone with its own mask."""
+    shape = (1, 6, 6)
+    prior = GaussianPrior(
+        torch.full(shape, 0.5, dtype=F64), torch.full((36,), 0.04, dtype=F64), shape=shape
+    )
+    cfg = O.InpaintingConfig(img_size=shape, keep_ratio=0.5, sigma_y=0.01, n_masks=3)
+    physics = O.cast(O.build(cfg), F64)
+    y = physics.A(prior.sample(3, generator=gen))
+    batch = _run(name, prior, physics, y, generator=_gens([1, 2, 3]))
+    single = O.cast(
+        O.build(
+            O.InpaintingConfig(img_size=shape, mask="given", sigma_y=0.01), mask=physics.mask[1]
+        ),
+        F64,
+    )
+    alone = _run(name, prior, single, y[1:2], generator=_gens([2]))
+    assert torch.allclose(batch[1:2], alone, rtol=0, atol=1e-12)

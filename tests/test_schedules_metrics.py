@@ -57,8 +57,13 @@ def test_ssim_image_convention_equals_skimage(gen):
     got = metrics.ssim(xh, x, data_range=1.0, window="gaussian11")
     for b in range(2):
         ref = structural_similarity(
-            x[b].numpy(), xh[b].numpy(), data_range=1.0, channel_axis=0,
-            gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+            x[b].numpy(),
+            xh[b].numpy(),
+            data_range=1.0,
+            channel_axis=0,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
         )
         assert abs(float(got[b]) - ref) < 1e-4
 
@@ -68,8 +73,9 @@ def _fastmri_reference(gt: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     maxval = gt.max()
     psnr = peak_signal_noise_ratio(gt, pred, data_range=maxval)
     nmse = np.linalg.norm(gt - pred) ** 2 / np.linalg.norm(gt) ** 2
-    ssim = np.mean([structural_similarity(gt[i], pred[i], data_range=maxval)
-                    for i in range(gt.shape[0])])
+    ssim = np.mean(
+        [structural_similarity(gt[i], pred[i], data_range=maxval) for i in range(gt.shape[0])]
+    )
     return {"psnr": psnr, "ssim": ssim, "nmse": nmse}
 
 

@@ -23,7 +23,7 @@ from ._steps import Callback, Generators, StepInfo, make_streams, measurement_si
 
 
 class PinvConfig(BaseModel):
-    """The pseudo-inverse baseline (no hyperparameters)."""
+    """Pseudo-inverse A_dagger(y) (zero-filled MRI, least-squares CT): the classical baseline."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: Literal["pinv"] = "pinv"
@@ -50,7 +50,7 @@ def sample_pinv(
 
 
 class ExactConfig(BaseModel):
-    """Exact posterior draws (exact priors only)."""
+    """Exact posterior draws for exact Gaussian / Gaussian-mixture priors: the reference."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: Literal["exact"] = "exact"
@@ -83,26 +83,35 @@ def sample_exact(
         )
     s_y = measurement_sigma(physics, sigma_y)
     streams = make_streams(generator, y.shape[0], torch.device("cpu"))
-    rows = []
+    kw = {"method": method} if "method" in posterior_fn.__code__.co_varnames else {}
     with torch.no_grad():
-        for i in range(y.shape[0]):
-            kw = {"method": method} if "method" in posterior_fn.__code__.co_varnames else {}
-            post = posterior_fn(_row_physics(physics, i, y.shape[0]), y[i : i + 1], sigma_y=s_y,
-                                **kw)
-            rows.append(post.sample(1, generator=streams[i])[0, 0])
-        x = torch.stack(rows).to(dtype=y.dtype, device=y.device)
+        if _has_per_sample_params(physics, y.shape[0]):
+            rows = [
+                posterior_fn(
+                    _row_physics(physics, i, y.shape[0]), y[i : i + 1], sigma_y=s_y, **kw
+                ).sample_rows(streams[i : i + 1])[0]
+                for i in range(y.shape[0])
+            ]
+            x = torch.stack(rows)
+        else:
+            x = posterior_fn(physics, y, sigma_y=s_y, **kw).sample_rows(streams)
+        x = x.to(dtype=y.dtype, device=y.device)
         if callback is not None:
             callback(StepInfo(0, float(sigmas[0]), x, x))
         return x
 
 
+def _has_per_sample_params(physics: dinv.physics.Physics, batch: int) -> bool:
+    mask = getattr(physics, "mask", None)
+    return isinstance(mask, Tensor) and mask.ndim >= 1 and mask.shape[0] == batch and batch > 1
+
+
 def _row_physics(physics: dinv.physics.Physics, i: int, batch: int) -> dinv.physics.Physics:
     """The operator of row i: per-sample masks are sliced, shared operators returned as is."""
-    mask = getattr(physics, "mask", None)
-    if isinstance(mask, Tensor) and mask.ndim >= 1 and mask.shape[0] == batch and batch > 1:
+    if _has_per_sample_params(physics, batch):
         import copy
 
         row = copy.deepcopy(physics)
-        row.mask = mask[i : i + 1].clone()
+        row.mask = physics.mask[i : i + 1].clone()
         return row
     return physics

@@ -44,7 +44,7 @@ from ._steps import (
 
 
 class DDSConfig(BaseModel):
-    """Hyperparameters of :func:`sample_dds`."""
+    """DDS (Chung, Lee, Ye 2024): Tweedie, a few CG data-consistency steps, DDS renoising."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: Literal["dds"] = "dds"

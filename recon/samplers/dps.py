@@ -46,7 +46,7 @@ from ._steps import (
 
 
 class DPSConfig(BaseModel):
-    """Hyperparameters of :func:`sample_dps`."""
+    """DPS (Chung et al. 2023): DDPM/DDIM steps, then a per-sample step on grad ||y - A x0||."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: Literal["dps"] = "dps"
@@ -138,5 +138,3 @@ def sample_dps(
             if callback is not None:
                 callback(StepInfo(i, s, x, x0))
         return x
-
-

@@ -40,7 +40,7 @@ from ._steps import Callback, Generators, StepInfo, check_inputs, make_streams, 
 
 
 class REDDiffConfig(BaseModel):
-    """Hyperparameters of :func:`sample_reddiff`."""
+    """RED-Diff (Mardani et al. 2024): Adam on a data term plus a score-distillation prior term."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: Literal["reddiff"] = "reddiff"
