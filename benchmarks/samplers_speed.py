@@ -85,12 +85,13 @@ def overhead(device, batch, n_steps):
         counted = CountingDenoiser(den)
         cfg_cls, fn = SAMPLERS[name]
         kw = {k: getattr(cfg_cls(), k) for k in cfg_cls.model_fields if k != "name"}
-        t, _ = timed(
-            lambda: fn(
+
+        def run(fn=fn, counted=counted, kw=kw):
+            return fn(
                 counted, y, physics, sigmas, generator=torch.Generator().manual_seed(0), **kw
-            ),
-            device,
-        )
+            )
+
+        t, _ = timed(run, device)
         net_cost = counted.nfe * t_fwd + counted.vjp * (t_vjp - t_fwd)
         print(f"{name:8s} {t / batch:9.4f} {counted.nfe:5d} {counted.vjp:5d} {t / net_cost:20.2f}")
 
