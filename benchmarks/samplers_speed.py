@@ -49,13 +49,18 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def timed(fn, device, repeat=1):
-    _sync(device)
-    t = time.perf_counter()
+def timed(fn, device, repeat=1, warmup=0):
+    """Median wall time of ``repeat`` calls after ``warmup`` untimed calls, and the last output."""
+    for _ in range(warmup):
+        fn()
+    times = []
     for _ in range(repeat):
+        _sync(device)
+        t = time.perf_counter()
         out = fn()
-    _sync(device)
-    return (time.perf_counter() - t) / repeat, out
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2], out
 
 
 def overhead(device, batch, n_steps):
@@ -67,14 +72,14 @@ def overhead(device, batch, n_steps):
     y = physics(x)
     s = torch.full((batch,), 0.5, device=device)
     with torch.no_grad():
-        t_fwd, _ = timed(lambda: den(x, s), device, repeat=20)
+        t_fwd, _ = timed(lambda: den(x, s), device, repeat=20, warmup=3)
 
     def fwd_vjp():
         xg = x.clone().requires_grad_(True)
         out = den(xg, s)
         return torch.autograd.grad(out.sum(), xg)[0]
 
-    t_vjp, _ = timed(fwd_vjp, device, repeat=20)
+    t_vjp, _ = timed(fwd_vjp, device, repeat=20, warmup=3)
     sigmas = karras(n_steps, sigma_max=10.0)
     print(
         f"\n1. Overhead: MRI x4 64x64, batch {batch}, {n_steps} steps, {device}; bare forward "
@@ -91,7 +96,7 @@ def overhead(device, batch, n_steps):
                 counted, y, physics, sigmas, generator=torch.Generator().manual_seed(0), **kw
             )
 
-        t, _ = timed(run, device)
+        t, _ = timed(run, device, warmup=1)
         net_cost = counted.nfe * t_fwd + counted.vjp * (t_vjp - t_fwd)
         print(f"{name:8s} {t / batch:9.4f} {counted.nfe:5d} {counted.vjp:5d} {t / net_cost:20.2f}")
 
