@@ -10,7 +10,8 @@ Coil maps ``S`` (complex, (N, H, W) or (B, N, H, W)) come from one of:
 ``estimated``
     from the k-space's own ACS region, batched and on any device: the central
     ``num_low`` columns (and the same fraction of rows) are Hann-windowed and inverse
-    transformed into low-resolution coil images ``I_c``; ``S_c = I_c / sqrt(sum_c |I_c|^2)``,
+    transformed into low-resolution coil images ``I_c``; ``S_c = I_c / sqrt(sum_c |I_c|^2)``, zeroed where that sum-of-squares is below 5 % of its
+    maximum (the background, as ESPIRiT's eigenvalue crop does),
     the sum-of-squares-normalised low-resolution estimator (Pruessmann et al. 1999,
     "SENSE", Sec. "sensitivity assessment"; also the initial estimate of the E2E-VarNet
     sensitivity network). It is cheaper than ESPIRiT and needs no per-sample SVD; it is less
@@ -69,7 +70,9 @@ def birdcage_maps(n_coils: int, shape: tuple[int, int], *, radius: float = 1.5) 
     return (maps / rss).to(torch.complex64)
 
 
-def estimate_coil_maps(kspace: Tensor, num_low: int, *, eps: float = 1e-6) -> Tensor:
+def estimate_coil_maps(
+    kspace: Tensor, num_low: int, *, eps: float = 1e-6, crop: float = 0.05
+) -> Tensor:
     """Sum-of-squares-normalised low-resolution coil maps from the ACS region (batched).
 
     Args:
@@ -77,6 +80,8 @@ def estimate_coil_maps(kspace: Tensor, num_low: int, *, eps: float = 1e-6) -> Te
             real form (B, 2, N, H, W).
         num_low: number of central (ACS) columns; the same fraction of rows is used.
         eps: floor of the sum-of-squares, relative to its maximum per sample.
+        crop: maps are set to 0 where the low-resolution sum-of-squares is below ``crop``
+            times its maximum (background, where the ratio is noise).
 
     Returns:
         Complex maps of shape (B, N, H, W), ``sum_c |S_c|^2 = 1`` where the signal is above
@@ -97,8 +102,10 @@ def estimate_coil_maps(kspace: Tensor, num_low: int, *, eps: float = 1e-6) -> Te
         torch.fft.ifft2(torch.fft.ifftshift(low, dim=(-2, -1)), norm="ortho"), dim=(-2, -1)
     )
     rss = torch.sqrt((imgs.abs() ** 2).sum(dim=1, keepdim=True))
-    floor = eps * rss.reshape(b, -1).amax(dim=1).reshape(b, 1, 1, 1)
-    return imgs / torch.maximum(rss, floor)
+    peak = rss.reshape(b, -1).amax(dim=1).reshape(b, 1, 1, 1)
+    maps = imgs / torch.maximum(rss, eps * peak)
+    # outside the object the ratio is noise: zero the maps there (as ESPIRiT's eigenvalue crop)
+    return torch.where(rss >= crop * peak, maps, torch.zeros_like(maps))
 
 
 class MultiCoilMRI(dinv.physics.MultiCoilMRI):

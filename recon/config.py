@@ -254,13 +254,21 @@ def _sampler_union():
 
 
 class RunConfig(Frozen):
-    """A whole reconstruction run: operator, prior, schedule, sampler and run settings."""
+    """A whole reconstruction run: input, operator, prior, schedule, sampler, output."""
 
-    operator: _operator_union()  # type: ignore[valid-type]
+    input: str | None = Field(None, description="scan file (fastMRI, CT, measurements, images)")
+    output: str | None = Field(None, description="results HDF5 file")
+    force: bool = Field(False, description="overwrite an existing output")
+    operator: _operator_union() | None = Field(  # type: ignore[valid-type]
+        None, description="operator; inferred from fastMRI/CT/measurement files when omitted"
+    )
     prior: PriorConfig
     schedule: ScheduleConfig = Field(default_factory=KarrasScheduleConfig)
     sampler: _sampler_union()  # type: ignore[valid-type]
-    seed: int = Field(0, description="run seed; item i uses streams derived from (seed, i)")
+    seed: int = Field(0, description="run seed; item i, sample k use the stream (seed, i, k)")
     n_samples: int = Field(1, ge=1, description="posterior samples per item")
     batch_size: int = Field(8, ge=1, description="rows per sampler call (memory budget)")
     device: str = Field("cpu", description="cpu, cuda or cuda:N")
+    items: list[int] | None = Field(None, description="only these slice/image indices")
+    keep_samples: bool = Field(False, description="also write every sample")
+    figure: str | None = Field(None, description="PNG comparison figure path")

@@ -1,7 +1,33 @@
-"""Results files: HDF5 writing, atomic and never overwriting without permission.
+"""Scan input/output: the HDF5 layouts recon reads and writes.
 
-Written layout (fastMRI-compatible where it overlaps):
+Read
+----
+fastMRI (as the files ship; Zbontar et al., arXiv 1811.08839):
+    ``kspace``  complex64, (slices, coils, H, W) multi-coil or (slices, H, W) single-coil,
+                centred, orthonormal FFT convention (``fft2c``), phase encodes along W;
+    ``mask``    optional (W,) 0/1 sampled columns (the test/challenge files);
+    ``ismrmrd_header``  optional XML; its ``reconSpace/matrixSize`` gives the reconstruction
+                size (e.g. 320 x 320) that images are centre-cropped to;
+    attrs       ``acceleration``, ``num_low_frequency``, ``max``, ``norm``, ``patient_id``;
+    ``reconstruction_rss`` / ``reconstruction_esc``  optional ground truth (slices, h, w).
+    Without a ``mask``, the k-space is fully sampled and recon simulates a mask (retrospective
+    undersampling); with one, the zero columns are taken as unmeasured.
+CT sinograms:
+    recon's layout: ``sinogram`` float32 (slices, n_detectors, n_angles), post-log line
+    integrals in field-of-view units (see ``recon.operators.ct``), attrs ``geometry``,
+    ``n_angles``, ``angle_range``, ``img_size``, ``sigma_y``; optional ``ground_truth``
+    (slices, W, W).
+    LoDoPaB-style: ``data`` (slices, n_angles, n_detectors), geometry from attrs or the command
+    line (recon does not model LoDoPaB's physical scaling; check FBP against ground truth).
+Image-domain measurements (written by ``recon simulate`` for inpainting/super-resolution):
+    ``measurements`` (N, C, h, w), optional ``ground_truth`` (N, C, H, W), the operator config
+    as the JSON attr ``operator`` (masks are re-drawn from its seed, per item).
+Image stacks:
+    ``images`` (N, H, W) or (N, C, H, W) in [0, 1] (HDF5), or a folder of PNG files; with an
+    operator config, recon simulates the measurements.
 
+Written
+-------
 ``reconstruction``  float32 (slices, H, W): the reconstruction (magnitude for MRI), the
                     posterior mean when several samples were drawn.
 ``std``             float32 (slices, H, W), optional: per-pixel posterior standard deviation.
@@ -10,15 +36,19 @@ other datasets      optional extras (e.g. ``zero_filled``), float32.
 attrs               ``recon_version``, ``deepinv_version``, ``torch_version``, ``config``
                     (JSON), ``seed``, ``device``, ``wall_time_s``, ``nfe`` and any others given.
 
-The file is written under a temporary name in the same folder and renamed into place, so a
-crash or a full disk never leaves a half-written result where the result should be.
+Files are opened per item (nothing is held open between slices). Results are written under a
+temporary name in the same folder and renamed into place, so a crash or a full disk never
+leaves a half-written result where the result should be; an existing output is never
+overwritten without ``force``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import xml.etree.ElementTree as ET
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -106,3 +136,305 @@ def write_result(
         if tmp.exists():
             tmp.unlink()
     return p
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading
+
+
+def _open(path: str | Path) -> h5py.File:
+    p = Path(path)
+    if not p.is_file():
+        raise ReconIOError(f"{p}: file not found")
+    try:
+        return h5py.File(p, "r")
+    except OSError as exc:
+        raise ReconIOError(
+            f"{p}: not a readable HDF5 file ({str(exc).splitlines()[0]}); is it truncated?"
+        ) from None
+
+
+def _dataset(f: h5py.File, name: str, path: Path, expected: str) -> h5py.Dataset:
+    if name not in f:
+        have = ", ".join(sorted(f.keys())) or "none"
+        raise ReconIOError(f"{path}: no dataset {name!r} ({expected}); datasets present: {have}")
+    return f[name]
+
+
+@dataclass
+class FastMRIInfo:
+    """What a fastMRI file says about itself (read without loading the k-space)."""
+
+    path: Path
+    n_slices: int
+    multicoil: bool
+    n_coils: int
+    shape: tuple[int, int]
+    recon_size: tuple[int, int]
+    mask: np.ndarray | None
+    attrs: dict[str, Any] = field(default_factory=dict)
+    truth_key: str | None = None
+
+
+def _recon_size(f: h5py.File, default: tuple[int, int]) -> tuple[int, int]:
+    if "ismrmrd_header" not in f:
+        return default
+    try:
+        root = ET.fromstring(bytes(np.asarray(f["ismrmrd_header"][()]).tobytes()).rstrip(b"\0"))
+    except ET.ParseError:
+        return default
+    ns = {"m": "http://www.ismrm.org/ISMRMRD"}
+    node = root.find("m:encoding/m:reconSpace/m:matrixSize", ns)
+    if node is None:
+        return default
+    x, y = node.find("m:x", ns), node.find("m:y", ns)
+    if x is None or y is None:
+        return default
+    return int(y.text), int(x.text)
+
+
+def fastmri_info(path: str | Path) -> FastMRIInfo:
+    """Inspect a fastMRI file: shape, coils, mask, reconstruction size, ground truth."""
+    p = Path(path)
+    with _open(p) as f:
+        ks = _dataset(f, "kspace", p, "complex k-space, (slices, [coils,] H, W)")
+        if not np.iscomplexobj(np.empty(0, dtype=ks.dtype)):
+            raise ReconIOError(f"{p}: dataset 'kspace' has dtype {ks.dtype}; expected complex64")
+        if ks.ndim not in (3, 4):
+            raise ReconIOError(
+                f"{p}: 'kspace' has shape {ks.shape}; expected (slices, H, W) or "
+                "(slices, coils, H, W)"
+            )
+        h, w = ks.shape[-2:]
+        mask = None
+        if "mask" in f:
+            mask = np.asarray(f["mask"][()], dtype=np.float32).reshape(-1)
+            if mask.shape[0] != w:
+                raise ReconIOError(
+                    f"{p}: 'mask' has {mask.shape[0]} entries but the k-space width is {w}; "
+                    "the mask must have one entry per phase-encode column"
+                )
+        truth = next((k for k in ("reconstruction_rss", "reconstruction_esc") if k in f), None)
+        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+        default = tuple(f[truth].shape[-2:]) if truth else (h, w)
+        return FastMRIInfo(
+            path=p,
+            n_slices=ks.shape[0],
+            multicoil=ks.ndim == 4,
+            n_coils=ks.shape[1] if ks.ndim == 4 else 1,
+            shape=(h, w),
+            recon_size=_recon_size(f, default),
+            mask=mask,
+            attrs=attrs,
+            truth_key=truth,
+        )
+
+
+def read_fastmri_slice(info: FastMRIInfo, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """k-space of one slice, complex64 (coils, H, W) or (1, H, W), and its ground truth (h, w).
+
+    Raises a one-line error for NaN/Inf values.
+    """
+    with _open(info.path) as f:
+        k = np.asarray(f["kspace"][index])
+        truth = np.asarray(f[info.truth_key][index]) if info.truth_key else None
+    if not np.isfinite(k).all():
+        bad = int((~np.isfinite(k)).sum())
+        raise ReconIOError(
+            f"{info.path}: slice {index} of 'kspace' has {bad} NaN/Inf values; "
+            "repair or exclude this slice"
+        )
+    kt = torch.from_numpy(k.astype(np.complex64))
+    if kt.ndim == 2:
+        kt = kt[None]
+    return kt, (torch.from_numpy(truth.astype(np.float32)) if truth is not None else None)
+
+
+@dataclass
+class CTInfo:
+    """A CT sinogram file: recon's layout (``sinogram``) or LoDoPaB-style (``data``)."""
+
+    path: Path
+    key: str
+    n_slices: int
+    n_detectors: int
+    n_angles: int
+    attrs: dict[str, Any]
+    truth_key: str | None
+
+
+def ct_info(path: str | Path) -> CTInfo:
+    """Inspect a CT sinogram file."""
+    p = Path(path)
+    with _open(p) as f:
+        if "sinogram" in f:
+            ds, key = f["sinogram"], "sinogram"
+            if ds.ndim != 3:
+                raise ReconIOError(
+                    f"{p}: 'sinogram' has shape {ds.shape}; expected "
+                    "(slices, n_detectors, n_angles)"
+                )
+            n_det, n_ang = ds.shape[1:]
+        elif "data" in f:
+            ds, key = f["data"], "data"
+            if ds.ndim != 3:
+                raise ReconIOError(
+                    f"{p}: 'data' has shape {ds.shape}; expected (slices, n_angles, n_detectors)"
+                )
+            n_ang, n_det = ds.shape[1:]
+        else:
+            have = ", ".join(sorted(f.keys())) or "none"
+            raise ReconIOError(
+                f"{p}: no dataset 'sinogram' (recon layout) or 'data' "
+                f"(LoDoPaB layout); datasets present: {have}"
+            )
+        attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+        truth = "ground_truth" if "ground_truth" in f else None
+        return CTInfo(p, key, ds.shape[0], n_det, n_ang, attrs, truth)
+
+
+def read_ct_slice(info: CTInfo, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sinogram of one slice as (1, n_detectors, n_angles) float32, and its ground truth."""
+    with _open(info.path) as f:
+        s = np.asarray(f[info.key][index], dtype=np.float32)
+        truth = np.asarray(f[info.truth_key][index], dtype=np.float32) if info.truth_key else None
+    if info.key == "data":
+        s = s.T
+    if not np.isfinite(s).all():
+        raise ReconIOError(f"{info.path}: slice {index} of {info.key!r} has NaN/Inf values")
+    return torch.from_numpy(s)[None], (torch.from_numpy(truth) if truth is not None else None)
+
+
+def read_images(path: str | Path) -> torch.Tensor:
+    """An image stack: HDF5 ``images`` (N, [C,] H, W) or a folder of PNGs -> (N, C, H, W) float32."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(p.glob("*.png"))
+        if not files:
+            raise ReconIOError(f"{p}: folder has no .png files")
+        from PIL import Image
+
+        imgs = []
+        for fp in files:
+            a = np.asarray(Image.open(fp), dtype=np.float32)
+            a = a / (65535.0 if a.max() > 255 else 255.0)
+            imgs.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+        shapes = {i.shape for i in imgs}
+        if len(shapes) != 1:
+            raise ReconIOError(f"{p}: PNG files have different sizes {sorted(shapes)}")
+        return torch.from_numpy(np.stack(imgs))
+    with _open(p) as f:
+        ds = _dataset(f, "images", p, "image stack (N, [C,] H, W) in [0, 1]")
+        a = np.asarray(ds[()], dtype=np.float32)
+    if a.ndim == 3:
+        a = a[:, None]
+    if a.ndim != 4:
+        raise ReconIOError(
+            f"{p}: 'images' has shape {a.shape}; expected (N, H, W) or (N, C, H, W)"
+        )
+    if not np.isfinite(a).all():
+        raise ReconIOError(f"{p}: 'images' has NaN/Inf values")
+    return torch.from_numpy(a)
+
+
+def detect_layout(path: str | Path) -> str:
+    """``fastmri``, ``ct``, ``measurements`` or ``images`` from a file's datasets (or a PNG
+    folder)."""
+    p = Path(path)
+    if p.is_dir():
+        return "images"
+    with _open(p) as f:
+        keys = set(f.keys())
+    if "kspace" in keys:
+        return "fastmri"
+    if keys & {"sinogram", "data"}:
+        return "ct"
+    if "measurements" in keys:
+        return "measurements"
+    if "images" in keys:
+        return "images"
+    have = ", ".join(sorted(keys)) or "none"
+    raise ReconIOError(
+        f"{p}: not a recognised scan: expected 'kspace' (fastMRI), 'sinogram'/'data' (CT) or "
+        f"'images' (image stack); datasets present: {have}"
+    )
+
+
+def _atomic_h5(path: Path, force: bool, fill) -> Path:
+    p = check_writable(path, force=force)
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w") as f:
+            fill(f)
+        os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return p
+
+
+def write_fastmri(
+    path: str | Path,
+    *,
+    kspace: np.ndarray,
+    mask: np.ndarray | None,
+    truth: np.ndarray | None,
+    attrs: Mapping[str, Any],
+    force: bool = False,
+) -> Path:
+    """Write k-space in fastMRI layout (complex64 ``kspace``, optional ``mask`` and
+    ``reconstruction_rss``), atomically."""
+
+    def fill(f: h5py.File) -> None:
+        f.create_dataset("kspace", data=np.asarray(kspace, dtype=np.complex64))
+        if mask is not None:
+            f.create_dataset("mask", data=np.asarray(mask, dtype=np.float32))
+        if truth is not None:
+            f.create_dataset("reconstruction_rss", data=np.asarray(truth, dtype=np.float32))
+        for k, v in {**versions(), **attrs}.items():
+            f.attrs[k] = _attr(v)
+
+    return _atomic_h5(Path(path), force, fill)
+
+
+def write_ct(
+    path: str | Path,
+    *,
+    sinogram: np.ndarray,
+    truth: np.ndarray | None,
+    attrs: Mapping[str, Any],
+    force: bool = False,
+) -> Path:
+    """Write sinograms (slices, n_detectors, n_angles) in recon's CT layout, atomically."""
+
+    def fill(f: h5py.File) -> None:
+        f.create_dataset("sinogram", data=np.asarray(sinogram, dtype=np.float32))
+        if truth is not None:
+            f.create_dataset("ground_truth", data=np.asarray(truth, dtype=np.float32))
+        for k, v in {**versions(), **attrs}.items():
+            f.attrs[k] = _attr(v)
+
+    return _atomic_h5(Path(path), force, fill)
+
+
+def write_measurements(
+    path: str | Path,
+    *,
+    measurements: np.ndarray,
+    truth: np.ndarray | None,
+    operator: Mapping[str, Any],
+    attrs: Mapping[str, Any],
+    force: bool = False,
+) -> Path:
+    """Write image-domain measurements (inpainting, super-resolution): ``measurements``
+    (N, C, h, w), optional ``ground_truth`` (N, C, H, W), the operator config as JSON attr."""
+
+    def fill(f: h5py.File) -> None:
+        f.create_dataset("measurements", data=np.asarray(measurements, dtype=np.float32))
+        if truth is not None:
+            f.create_dataset("ground_truth", data=np.asarray(truth, dtype=np.float32))
+        f.attrs["operator"] = json.dumps(dict(operator))
+        for k, v in {**versions(), **attrs}.items():
+            f.attrs[k] = _attr(v)
+
+    return _atomic_h5(Path(path), force, fill)
