@@ -306,7 +306,7 @@ def read_ct_slice(info: CTInfo, index: int) -> tuple[torch.Tensor, torch.Tensor 
 
 
 def read_images(path: str | Path) -> torch.Tensor:
-    """An image stack: HDF5 ``images`` (N, [C,] H, W) or a folder of PNGs -> (N, C, H, W) float32."""
+    """An image stack, HDF5 ``images`` (N, [C,] H, W) or a PNG folder, as (N, C, H, W) float32."""
     p = Path(path)
     if p.is_dir():
         files = sorted(p.glob("*.png"))

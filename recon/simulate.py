@@ -39,7 +39,7 @@ def simulate(
     CT: recon's sinogram layout with ``ground_truth``. Inpainting / super-resolution:
     ``measurements``, per-image ``mask`` (inpainting) and ``ground_truth``.
     """
-    n, c, h, w = images.shape
+    n, _, h, w = images.shape
     name = operator.name  # type: ignore[attr-defined]
     if tuple(O.input_shape(operator)[-2:]) != (h, w):
         raise UserError(
