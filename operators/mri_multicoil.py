@@ -12,7 +12,8 @@ Coil maps ``S`` (complex, (N, H, W) or (B, N, H, W)) come from one of:
     ``num_low`` columns (and the same fraction of rows) are Hann-windowed and inverse
     transformed into low-resolution coil images ``I_c``;
     ``S_c = I_c / sqrt(sum_c |I_c|^2)``, zeroed where that sum-of-squares is below 5 % of its
-    maximum (the background, as ESPIRiT's eigenvalue crop does): the sum-of-squares-normalised low-resolution estimator (Pruessmann et al. 1999,
+    maximum (the background, as ESPIRiT's eigenvalue crop does): the sum-of-squares-normalised
+    low-resolution estimator (Pruessmann et al. 1999,
     "SENSE", Sec. "sensitivity assessment"; also the initial estimate of the E2E-VarNet
     sensitivity network). It is cheaper than ESPIRiT and needs no per-sample SVD; it is less
     exact near the object edge and where all coils are weak.
