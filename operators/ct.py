@@ -103,13 +103,16 @@ class ParallelBeamCT(dinv.physics.LinearPhysics):
     def A_adjoint(self, y: Tensor, **kwargs) -> Tensor:
         """Exact adjoint (back-projection), shape (B, 1, W, W)."""
         m = None if self.resample is None else self.resample.T
-        s = self._resample(y, m)
+        return self._radon_adjoint(self._resample(y, m)) * self.pixel_size
+
+    def _radon_adjoint(self, s: Tensor) -> Tensor:
+        """Exact adjoint of the native Radon transform (back-projection), (B, C, W, W)."""
         w = self.tomo.img_width
-        x0 = torch.zeros((y.shape[0], y.shape[1], w, w), dtype=y.dtype, device=y.device)
+        x0 = torch.zeros((s.shape[0], s.shape[1], w, w), dtype=s.dtype, device=s.device)
         # the Radon transform is linear, so its VJP at 0 is its adjoint; torch.func.vjp works
         # inside no_grad and keeps no state (deepinv's cached adjoint is float32-only)
         _, pullback = torch.func.vjp(self.tomo.A, x0)
-        return pullback(s)[0] * self.pixel_size
+        return pullback(s)[0]
 
     def A_dagger(self, y: Tensor, **kwargs) -> Tensor:
         """Least-squares solution by ``dagger_iters`` per-sample CG steps on ``A^T A``."""
@@ -129,7 +132,10 @@ class ParallelBeamCT(dinv.physics.LinearPhysics):
                 mode="bilinear",
                 align_corners=False,
             ).reshape(y.shape[0], y.shape[1], self.n_native, y.shape[-1])
-        return self.tomo.fbp(s)
+        # ramp filter, back-projection, and the pi / (2 n_angles) quadrature weight (as
+        # deepinv's Tomography.fbp, with the exact adjoint in the sinogram's dtype)
+        filtered = self.tomo.iradon.filter(s)
+        return self._radon_adjoint(filtered) * math.pi / (2 * s.shape[-1])
 
 
 def build(cfg: CTConfig, *, device: torch.device | str = "cpu") -> ParallelBeamCT:

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from ._steps import CountingDenoiser, StepInfo, make_streams
 from .baselines import ExactConfig, PinvConfig, sample_exact, sample_pinv
+from .classical import FBPConfig, TVConfig, sample_fbp, sample_tv
 from .dds import DDSConfig, sample_dds
 from .dps import DPSConfig, sample_dps
 from .reddiff import REDDiffConfig, sample_reddiff
@@ -25,10 +26,12 @@ SAMPLERS: dict[str, tuple[type[BaseModel], Callable[..., Any]]] = {
     "dds": (DDSConfig, sample_dds),
     "pinv": (PinvConfig, sample_pinv),
     "exact": (ExactConfig, sample_exact),
+    "fbp": (FBPConfig, sample_fbp),
+    "tv": (TVConfig, sample_tv),
 }
 
 SamplerConfig = Annotated[
-    DPSConfig | REDDiffConfig | DDSConfig | PinvConfig | ExactConfig,
+    DPSConfig | REDDiffConfig | DDSConfig | PinvConfig | ExactConfig | FBPConfig | TVConfig,
     Field(discriminator="name"),
 ]
 
@@ -52,16 +55,20 @@ __all__ = [
     "DDSConfig",
     "DPSConfig",
     "ExactConfig",
+    "FBPConfig",
     "PinvConfig",
     "REDDiffConfig",
     "SamplerConfig",
     "StepInfo",
+    "TVConfig",
     "hyperparameters",
     "make_streams",
     "run_sampler",
     "sample_dds",
     "sample_dps",
     "sample_exact",
+    "sample_fbp",
     "sample_pinv",
     "sample_reddiff",
+    "sample_tv",
 ]
