@@ -438,3 +438,24 @@ def write_measurements(
             f.attrs[k] = _attr(v)
 
     return _atomic_h5(Path(path), force, fill)
+
+
+def scan_image_shape(path: str | Path) -> tuple[int, int, int] | None:
+    """(channels, H, W) of the images a scan reconstructs to, when the file says."""
+    layout = detect_layout(path)
+    if layout == "fastmri":
+        h, w = fastmri_info(path).shape
+        return (2, h, w)
+    if layout == "ct":
+        a = ct_info(path).attrs
+        if "img_size" in a:
+            v = a["img_size"]
+            v = json.loads(v) if isinstance(v, str) else list(v)
+            return (1, int(v[0]), int(v[1]))
+        return None
+    if layout == "measurements":
+        with _open(path) as f:
+            op = json.loads(f.attrs.get("operator", "{}"))
+        size = op.get("img_size")
+        return tuple(int(s) for s in size) if size else None
+    return None

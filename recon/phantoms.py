@@ -7,7 +7,7 @@ Each phantom, on the square [-1, 1]^2 sampled at ``size x size`` pixel centres:
 2. 3 to 8 inner ellipses (ventricles, lesions) with random centres inside the brain, semi-axes
    0.03-0.25, rotations, and intensity offsets in [-0.25, 0.35];
 3. a smooth multiplicative bias field ``1 + 0.15 (a x + b y + c x y)`` and a band-limited
-   texture (Gaussian-filtered white noise, amplitude 0.03) inside the head;
+   texture (an 8 x 8 white-noise grid upsampled bicubically, amplitude 0.03) inside the head;
 4. clipped to [0, 1].
 
 ``shepp_logan(size)`` is the classical modified Shepp-Logan phantom (Toft 1996 intensities),
@@ -16,6 +16,7 @@ deterministic, for demos and figures.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+@functools.lru_cache(maxsize=8)
 def _grid(size: int, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
     t = (torch.arange(size, dtype=dtype) + 0.5) / size * 2 - 1
     yy, xx = torch.meshgrid(-t, t, indexing="ij")
@@ -62,23 +64,20 @@ def shepp_logan(size: int) -> Tensor:
     return img.clamp(0, 1)[None]
 
 
-def _smooth_noise(size: int, generator: torch.Generator, width: float) -> Tensor:
-    n = torch.randn(1, 1, size, size, generator=generator)
-    r = max(int(3 * width), 1)
-    t = torch.arange(-r, r + 1, dtype=torch.float32)
-    k = torch.exp(-0.5 * (t / width) ** 2)
-    k = k / k.sum()
-    n = F.conv2d(F.pad(n, (r, r, 0, 0), mode="circular"), k.reshape(1, 1, 1, -1))
-    n = F.conv2d(F.pad(n, (0, 0, r, r), mode="circular"), k.reshape(1, 1, -1, 1))
+def _smooth_noise(size: int, generator: torch.Generator, cells: int = 8) -> Tensor:
+    """Band-limited noise: a (cells x cells) white-noise grid upsampled bicubically, unit std."""
+    n = torch.randn(1, 1, cells, cells, generator=generator)
+    n = F.interpolate(n, size=(size, size), mode="bicubic", align_corners=False)
     return (n / n.std().clamp_min(1e-8))[0, 0]
 
 
 def random_phantom(size: int, *, generator: torch.Generator) -> Tensor:
     """One random phantom (see module docstring), shape (1, size, size), in [0, 1]."""
     g = generator
+    draws = iter(torch.rand(64, generator=g, dtype=torch.float64).tolist())
 
     def u(lo: float, hi: float) -> float:
-        return lo + (hi - lo) * float(torch.rand(1, generator=g))
+        return lo + (hi - lo) * next(draws)
 
     xx, yy = _grid(size)
     a, b, rot = 0.69 * u(0.92, 1.08), 0.92 * u(0.92, 1.08), u(-10, 10)
@@ -86,7 +85,7 @@ def random_phantom(size: int, *, generator: torch.Generator) -> Tensor:
     brain = _ellipse(xx, yy, 0, -0.0184, a * 0.96, b * 0.95, rot)
     tissue = u(0.2, 0.4)
     img = skull * 1.0 - brain * (1.0 - tissue)
-    for _ in range(int(torch.randint(3, 9, (1,), generator=g))):
+    for _ in range(3 + int(u(0, 6 - 1e-9))):
         r, phi = u(0, 0.6), u(0, 2 * math.pi)
         cx, cy = r * a * math.cos(phi), r * b * math.sin(phi)
         img += (
@@ -95,7 +94,7 @@ def random_phantom(size: int, *, generator: torch.Generator) -> Tensor:
             * brain
         )
     bias = 1 + 0.15 * (u(-1, 1) * xx + u(-1, 1) * yy + u(-1, 1) * xx * yy)
-    texture = 0.03 * _smooth_noise(size, g, width=size / 32) * skull
+    texture = 0.03 * _smooth_noise(size, g) * skull
     return ((img * bias + texture) * skull).clamp(0, 1)[None]
 
 
@@ -108,6 +107,7 @@ def random_phantoms(n: int, size: int, *, seed: int) -> Tensor:
     return torch.stack(out)
 
 
+@functools.lru_cache(maxsize=4)
 def phantom_gaussian_prior(
     size: int = 64,
     *,
@@ -120,7 +120,8 @@ def phantom_gaussian_prior(
 
     With ``complex_valued`` the prior is on (2, size, size) images: the phantom model in the
     real channel, the PPCA residual variance as isotropic variance elsewhere (including the
-    imaginary channel), for MRI.
+    imaginary channel), for MRI. Cached per process (the same arguments give the same
+    object; do not modify it).
     """
     from recon.priors import Covariance, GaussianPrior
 

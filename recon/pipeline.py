@@ -63,6 +63,9 @@ class Source:
     operator: O.OperatorConfigBase
     n_items: int
 
+    def check(self, indices: list[int]) -> None:
+        """Validate the selected items before any work (bad values fail early)."""
+
     def item(self, index: int) -> Item:
         raise NotImplementedError
 
@@ -144,6 +147,21 @@ class FastMRISource(Source):
             self.operator = O.MultiCoilMRIConfig(**common, coil_maps="given")
         else:
             self.operator = O.MRIConfig(**common)
+
+    def check(self, indices: list[int]) -> None:
+        """Fail before any work if a selected slice has NaN/Inf k-space."""
+        import h5py
+
+        with h5py.File(self.info.path, "r") as f:
+            ks = f["kspace"]
+            for i in indices:
+                k = np.asarray(ks[i])
+                if not np.isfinite(k).all():
+                    raise UserError(
+                        f"{self.info.path}: slice {i} of 'kspace' has "
+                        f"{int((~np.isfinite(k)).sum())} NaN/Inf values; repair or exclude it "
+                        "(items: [...] in the config)"
+                    )
 
     def item(self, index: int) -> Item:
         k, truth = io.read_fastmri_slice(self.info, index)  # (coils, H, W) complex
@@ -310,12 +328,15 @@ def run(
     cfg: RunConfig,
     *,
     on_rows: Callable[[int, int], None] | None = None,
+    prior: Any | None = None,
 ) -> RunResult:
     """Reconstruct ``cfg.input`` and (if ``cfg.output``) write the results file.
 
     Args:
         cfg: the run config.
         on_rows: progress callback ``(rows_done, rows_total)``.
+        prior: an already built prior to use instead of building ``cfg.prior`` (evaluation
+            reuses one across items).
     """
     t0 = time.perf_counter()
     device = torch.device(cfg.device)
@@ -328,7 +349,9 @@ def run(
     for i in indices:
         if not 0 <= i < source.n_items:
             raise UserError(f"{cfg.input}: item {i} does not exist (it has {source.n_items})")
-    prior = cfg.prior.build(device=str(device))
+    source.check(indices)
+    if prior is None:
+        prior = cfg.prior.build(device=str(device))
     counted = CountingDenoiser(prior)
     sigmas = cfg.schedule.build().to(torch.float64)
     fn = SAMPLERS[cfg.sampler.name][1]

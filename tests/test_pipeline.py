@@ -1,0 +1,276 @@
+"""Pipeline, scan I/O and CLI tests on tiny inputs (exact priors, few steps)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from recon import operators as O
+from recon.cli.main import app
+from recon.config import RunConfig, validate
+from recon.errors import UserError
+from recon.io import fastmri_info, read_fastmri_slice
+from recon.phantoms import random_phantoms
+from recon.pipeline import run
+from recon.simulate import simulate
+
+runner = CliRunner()
+SIZE = 16
+PRIOR = {"kind": "phantom_gaussian", "size": SIZE, "n_train": 200, "rank": 16}
+FAST = {"name": "karras", "n_steps": 8, "sigma_max": 5.0}
+
+
+def _prior(complex_: bool):
+    return {**PRIOR, "complex": complex_}
+
+
+@pytest.fixture(scope="module")
+def images():
+    return random_phantoms(3, SIZE, seed=4242)
+
+
+def _sim(tmp_path, images, op, name="scan.h5"):
+    return simulate(images, op, tmp_path / name, seed=0)
+
+
+def _cfg(**kw):
+    base = {"sampler": {"name": "dds"}, "schedule": FAST, "prior": _prior(False)}
+    base.update(kw)
+    return validate(RunConfig, base)
+
+
+MRI = O.MRIConfig(img_size=(SIZE, SIZE), acceleration=4, center_fraction=0.25, sigma_y=0.01)
+MC = O.MultiCoilMRIConfig(
+    img_size=(SIZE, SIZE), acceleration=2, center_fraction=0.25, n_coils=4, sigma_y=0.01
+)
+CT = O.CTConfig(img_size=(SIZE, SIZE), n_angles=12, sigma_y=0.005)
+INP = O.InpaintingConfig(img_size=(1, SIZE, SIZE), keep_ratio=0.4, sigma_y=0.01)
+SR = O.SuperResolutionConfig(img_size=(1, SIZE, SIZE), factor=2, sigma_y=0.01)
+
+
+@pytest.mark.parametrize("op", [MRI, MC, CT, INP, SR], ids=lambda o: o.name)
+def test_simulate_reconstruct_round_trip(op, images, tmp_path):
+    scan = _sim(tmp_path, images, op)
+    is_mri = op.name.startswith("mri")
+    out = tmp_path / "out.h5"
+    res = run(
+        _cfg(
+            input=str(scan),
+            output=str(out),
+            prior=_prior(is_mri),
+            n_samples=2,
+            figure=str(tmp_path / "f.png"),
+        )
+    )
+    assert res.reconstruction.shape == (3, SIZE, SIZE)
+    assert bool(torch.isfinite(res.reconstruction).all())
+    with h5py.File(out) as f:
+        assert f["reconstruction"].shape == (3, SIZE, SIZE)
+        assert f["std"].shape == (3, SIZE, SIZE)
+        cfg = json.loads(f.attrs["config"])
+        assert cfg["sampler"]["name"] == "dds" and f.attrs["seed"] == 0
+        assert "recon_version" in f.attrs and "wall_time_s" in f.attrs
+    # the ground truth came through, and the figure was drawn
+    assert res.truth is not None and res.truth.shape == res.reconstruction.shape
+    assert (tmp_path / "f.png").stat().st_size > 5000
+
+
+def test_fastmri_layout_round_trip(images, tmp_path):
+    scan = _sim(tmp_path, images, MC)
+    info = fastmri_info(scan)
+    assert info.multicoil and info.n_coils == 4 and info.n_slices == 3
+    assert info.mask is not None and info.mask.shape == (SIZE,)
+    k, truth = read_fastmri_slice(info, 1)
+    assert k.shape == (4, SIZE, SIZE) and k.dtype == torch.complex64
+    assert torch.allclose(truth, images[1, 0], atol=1e-6)
+    # unmeasured columns are zero, measured ones are not
+    assert float(k[:, :, info.mask == 0].abs().max()) == 0.0
+    assert float(k[:, :, info.mask == 1].abs().max()) > 0.0
+
+
+def test_fastmri_file_without_mask_and_header(images, tmp_path):
+    """A fully sampled fastMRI-style file with an ismrmrd header: crop to the recon size."""
+    x = torch.zeros(2, SIZE + 4, SIZE)
+    x[:, 2:-2] = images[:2, 0]
+    k = torch.fft.fftshift(
+        torch.fft.fft2(torch.fft.ifftshift(x.to(torch.complex64), dim=(-2, -1)), norm="ortho"),
+        dim=(-2, -1),
+    )
+    header = (
+        '<?xml version="1.0"?><ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>'
+        f"<reconSpace><matrixSize><x>{SIZE}</x><y>{SIZE}</y><z>1</z></matrixSize></reconSpace>"
+        "</encoding></ismrmrdHeader>"
+    )
+    path = tmp_path / "full.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("kspace", data=k.numpy())
+        f.create_dataset("ismrmrd_header", data=np.bytes_(header))
+        f.create_dataset("reconstruction_esc", data=images[:2, 0].numpy())
+    info = fastmri_info(path)
+    assert info.recon_size == (SIZE, SIZE) and info.mask is None
+    op = {"name": "mri", "img_size": [SIZE + 4, SIZE], "acceleration": 2, "center_fraction": 0.25}
+    cfg = validate(
+        RunConfig,
+        {"input": str(path), "sampler": {"name": "pinv"}, "prior": _prior(True), "operator": op},
+    )
+    with pytest.raises(UserError, match="prior works on images of shape"):
+        run(cfg)  # a 16x16 prior for 20x16 k-space
+    from recon.priors import GaussianPrior, save_exact_prior
+
+    shape = (2, SIZE + 4, SIZE)
+    prior_path = save_exact_prior(
+        GaussianPrior(torch.zeros(shape), torch.full((2 * (SIZE + 4) * SIZE,), 0.1), shape=shape),
+        tmp_path / "p.safetensors",
+    )
+    cfg = cfg.model_copy(
+        update={
+            "prior": validate(
+                RunConfig,
+                {"prior": {"kind": "exact", "path": str(prior_path)}, "sampler": {"name": "pinv"}},
+            ).prior
+        }
+    )
+    res = run(cfg)
+    assert res.reconstruction.shape == (2, SIZE, SIZE)  # cropped to the header's recon size
+    assert res.truth.shape == (2, SIZE, SIZE)
+
+
+def test_item_result_independent_of_batch_and_of_other_items(images, tmp_path):
+    scan = _sim(tmp_path, images, MRI)
+    base = dict(input=str(scan), prior=_prior(True), n_samples=2)
+    all_items = run(_cfg(**base, batch_size=6))
+    alone = run(_cfg(**base, batch_size=1, items=[1]))
+    assert torch.allclose(all_items.reconstruction[1], alone.reconstruction[0], atol=1e-6)
+    assert torch.allclose(all_items.std[1], alone.std[0], atol=1e-6)
+    other_seed = run(_cfg(**base, items=[1], seed=5))
+    assert float((other_seed.reconstruction[0] - alone.reconstruction[0]).abs().max()) > 1e-4
+
+
+def test_cli_reconstruct_simulate_evaluate(tmp_path):
+    scan = tmp_path / "scan.h5"
+    r = runner.invoke(
+        app,
+        ["simulate", f"phantoms:2:{SIZE}", "-o", str(scan), "--operator", "ct", "--angles", "10"],
+    )
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "rec.h5"
+    cfgfile = tmp_path / "run.yaml"
+    cfgfile.write_text(
+        f"prior:\n  kind: phantom_gaussian\n  size: {SIZE}\n  n_train: 200\n"
+        "  rank: 16\nschedule:\n  name: karras\n  n_steps: 6\n  sigma_max: 5.0\n"
+    )
+    r = runner.invoke(
+        app,
+        [
+            "reconstruct",
+            str(scan),
+            "-o",
+            str(out),
+            "-c",
+            str(cfgfile),
+            "--sampler",
+            "tv",
+            "--set",
+            "sampler.n_iter=20",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    assert "PSNR" in r.stdout and out.exists()
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    scan.rename(bench / "scan.h5")
+    res = tmp_path / "eval"
+    args = ["evaluate", "-b", str(bench), "-o", str(res), "-c", str(cfgfile), "--sampler", "fbp"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    rows = (res / "items.csv").read_text().splitlines()
+    assert len(rows) == 3  # header + 2 items
+    summary = (res / "summary.md").read_text()
+    assert "Metric convention: **image**" in summary
+    assert (res / "figure.png").exists() and (res / "results.json").exists()
+    # resumable: drop one item, rerun, same table
+    before = json.loads((res / "results.json").read_text())
+    (res / "items" / "0001.npz").unlink()
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    after = json.loads((res / "results.json").read_text())
+    assert after["psnr"]["mean"] == pytest.approx(before["psnr"]["mean"], abs=1e-9)
+
+
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "recon.cli.main", *args], capture_output=True, text=True
+    )
+
+
+def _one_line_error(proc, *needles):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+@pytest.fixture(scope="module")
+def mri_scan(tmp_path_factory, images):
+    d = tmp_path_factory.mktemp("scan")
+    return simulate(images, MRI, d / "scan.h5", seed=0)
+
+
+def test_bad_inputs_give_one_line_and_exit_2(tmp_path, mri_scan):
+    out = str(tmp_path / "o.h5")
+    _one_line_error(
+        _cli("reconstruct", str(tmp_path / "missing.h5"), "-o", out), "missing.h5", "not found"
+    )
+    trunc = tmp_path / "trunc.h5"
+    trunc.write_bytes(Path(mri_scan).read_bytes()[:2000])
+    _one_line_error(_cli("reconstruct", str(trunc), "-o", out), "trunc.h5", "truncated")
+    wrong = tmp_path / "wrong.h5"
+    with h5py.File(wrong, "w") as f:
+        f.create_dataset("kspacex", data=np.zeros((1, 4, 4), np.complex64))
+    _one_line_error(_cli("reconstruct", str(wrong), "-o", out), "wrong.h5", "kspacex")
+    nan = tmp_path / "nan.h5"
+    with h5py.File(mri_scan) as src, h5py.File(nan, "w") as f:
+        k = src["kspace"][()]
+        k[0, 3, 3] = np.nan
+        f.create_dataset("kspace", data=k)
+        f.create_dataset("mask", data=src["mask"][()])
+    _one_line_error(
+        _cli("reconstruct", str(nan), "-o", out, "--prior", "phantom-gaussian"), "nan.h5", "NaN"
+    )
+    badmask = tmp_path / "badmask.h5"
+    with h5py.File(mri_scan) as src, h5py.File(badmask, "w") as f:
+        f.create_dataset("kspace", data=src["kspace"][()])
+        f.create_dataset("mask", data=np.ones(SIZE + 3, np.float32))
+    _one_line_error(_cli("reconstruct", str(badmask), "-o", out), "badmask.h5", "mask")
+    _one_line_error(
+        _cli("reconstruct", str(mri_scan), "-o", out, "--sampler", "dsp"), "unknown sampler", "dds"
+    )
+    _one_line_error(
+        _cli("reconstruct", str(mri_scan), "-o", out, "--prior", "nope"), "unknown prior"
+    )
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("sampler:\n  name: dds\n  n_gc: 3\n")
+    _one_line_error(
+        _cli("reconstruct", str(mri_scan), "-o", out, "-c", str(cfg)),
+        "bad.yaml",
+        "n_gc",
+        "unknown key",
+    )
+    exists = tmp_path / "exists.h5"
+    exists.write_bytes(b"precious")
+    _one_line_error(_cli("reconstruct", str(mri_scan), "-o", str(exists)), "--force")
+    assert exists.read_bytes() == b"precious"
+    _one_line_error(
+        _cli("reconstruct", str(mri_scan), "-o", str(tmp_path / "no" / "o.h5")), "does not exist"
+    )
+    assert not list(tmp_path.glob(".*tmp*"))
