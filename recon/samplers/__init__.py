@@ -18,6 +18,7 @@ from .classical import FBPConfig, TVConfig, sample_fbp, sample_tv
 from .dds import DDSConfig, sample_dds
 from .dps import DPSConfig, sample_dps
 from .reddiff import REDDiffConfig, sample_reddiff
+from .tds import ParticleResult, TDSConfig, sample_tds
 
 #: name -> (config class, sampler function)
 SAMPLERS: dict[str, tuple[type[BaseModel], Callable[..., Any]]] = {
@@ -28,10 +29,18 @@ SAMPLERS: dict[str, tuple[type[BaseModel], Callable[..., Any]]] = {
     "exact": (ExactConfig, sample_exact),
     "fbp": (FBPConfig, sample_fbp),
     "tv": (TVConfig, sample_tv),
+    "tds": (TDSConfig, sample_tds),
 }
 
 SamplerConfig = Annotated[
-    DPSConfig | REDDiffConfig | DDSConfig | PinvConfig | ExactConfig | FBPConfig | TVConfig,
+    DPSConfig
+    | REDDiffConfig
+    | DDSConfig
+    | PinvConfig
+    | ExactConfig
+    | FBPConfig
+    | TVConfig
+    | TDSConfig,
     Field(discriminator="name"),
 ]
 
@@ -56,10 +65,12 @@ __all__ = [
     "DPSConfig",
     "ExactConfig",
     "FBPConfig",
+    "ParticleResult",
     "PinvConfig",
     "REDDiffConfig",
     "SamplerConfig",
     "StepInfo",
+    "TDSConfig",
     "TVConfig",
     "hyperparameters",
     "make_streams",
@@ -70,5 +81,6 @@ __all__ = [
     "sample_fbp",
     "sample_pinv",
     "sample_reddiff",
+    "sample_tds",
     "sample_tv",
 ]
