@@ -80,6 +80,7 @@ def evaluate(
     """Evaluate ``cfg`` (prior, sampler, schedule, samples, seed) on a benchmark set."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    cfg = apply_tuned(bench, cfg)
     (out / "items").mkdir(exist_ok=True)
     cfg = cfg.model_copy(update={"input": str(bench.scan), "output": None, "figure": None})
     h = _hash(cfg)
@@ -139,6 +140,22 @@ def evaluate(
         if on_item is not None:
             on_item(i, info_n, done[i])
     return _summarize(bench, cfg, out, done, mri=mri)
+
+
+def apply_tuned(bench: BenchmarkSet, cfg: RunConfig) -> RunConfig:
+    """Use the set's recorded tuned hyperparameters (``info.json`` ``tuned``) for fields the
+    config leaves at their defaults."""
+    info_path = bench.path / "info.json"
+    if not info_path.is_file():
+        return cfg
+    tuned = json.loads(info_path.read_text()).get("tuned", {}).get(cfg.sampler.name, {})
+    fields = type(cfg.sampler).model_fields
+    update = {
+        k: v for k, v in tuned.items() if k in fields and k not in cfg.sampler.model_fields_set
+    }
+    if not update:
+        return cfg
+    return cfg.model_copy(update={"sampler": cfg.sampler.model_copy(update=update)})
 
 
 def _n_items(bench: BenchmarkSet) -> int:

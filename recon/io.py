@@ -92,6 +92,12 @@ def _attr(v: Any) -> Any:
     return v
 
 
+def _write_attrs(f: h5py.File, attrs: Mapping[str, Any]) -> None:
+    """The versions and the given attrs (dicts and lists as JSON)."""
+    for k, v in {**versions(), **attrs}.items():
+        f.attrs[k] = _attr(v)
+
+
 def check_writable(path: str | Path, *, force: bool) -> Path:
     """Refuse an existing output (unless ``force``) or a folder that cannot be written."""
     p = Path(path)
@@ -107,6 +113,19 @@ def check_writable(path: str | Path, *, force: bool) -> Path:
     return p
 
 
+def _atomic_h5(path: Path, force: bool, fill) -> Path:
+    p = check_writable(path, force=force)
+    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+    try:
+        with h5py.File(tmp, "w") as f:
+            fill(f)
+        os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return p
+
+
 def write_result(
     path: str | Path,
     *,
@@ -118,24 +137,18 @@ def write_result(
     force: bool = False,
 ) -> Path:
     """Write a results file atomically (see module docstring); returns its path."""
-    p = check_writable(path, force=force)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("reconstruction", data=_np(reconstruction))
-            if std is not None:
-                f.create_dataset("std", data=_np(std))
-            if samples is not None:
-                f.create_dataset("samples", data=_np(samples))
-            for k, v in (extras or {}).items():
-                f.create_dataset(k, data=_np(v))
-            for k, v in {**versions(), **(attrs or {})}.items():
-                f.attrs[k] = _attr(v)
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return p
+
+    def fill(f: h5py.File) -> None:
+        f.create_dataset("reconstruction", data=_np(reconstruction))
+        if std is not None:
+            f.create_dataset("std", data=_np(std))
+        if samples is not None:
+            f.create_dataset("samples", data=_np(samples))
+        for k, v in (extras or {}).items():
+            f.create_dataset(k, data=_np(v))
+        _write_attrs(f, attrs or {})
+
+    return _atomic_h5(Path(path), force, fill)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -360,19 +373,6 @@ def detect_layout(path: str | Path) -> str:
     )
 
 
-def _atomic_h5(path: Path, force: bool, fill) -> Path:
-    p = check_writable(path, force=force)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as f:
-            fill(f)
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return p
-
-
 def write_fastmri(
     path: str | Path,
     *,
@@ -391,8 +391,7 @@ def write_fastmri(
             f.create_dataset("mask", data=np.asarray(mask, dtype=np.float32))
         if truth is not None:
             f.create_dataset("reconstruction_rss", data=np.asarray(truth, dtype=np.float32))
-        for k, v in {**versions(), **attrs}.items():
-            f.attrs[k] = _attr(v)
+        _write_attrs(f, attrs)
 
     return _atomic_h5(Path(path), force, fill)
 
@@ -411,8 +410,7 @@ def write_ct(
         f.create_dataset("sinogram", data=np.asarray(sinogram, dtype=np.float32))
         if truth is not None:
             f.create_dataset("ground_truth", data=np.asarray(truth, dtype=np.float32))
-        for k, v in {**versions(), **attrs}.items():
-            f.attrs[k] = _attr(v)
+        _write_attrs(f, attrs)
 
     return _atomic_h5(Path(path), force, fill)
 
@@ -434,8 +432,7 @@ def write_measurements(
         if truth is not None:
             f.create_dataset("ground_truth", data=np.asarray(truth, dtype=np.float32))
         f.attrs["operator"] = json.dumps(dict(operator))
-        for k, v in {**versions(), **attrs}.items():
-            f.attrs[k] = _attr(v)
+        _write_attrs(f, attrs)
 
     return _atomic_h5(Path(path), force, fill)
 
