@@ -348,3 +348,27 @@ def test_exact_prior_file_round_trip(kind, gen, tmp_path):
         load_exact_prior(tmp_path / "bad.safetensors")
     with pytest.raises(UserError, match="not found"):
         load_exact_prior(tmp_path / "missing.safetensors")
+
+
+def test_load_diffunet_from_a_local_checkpoint(tmp_path, gen):
+    """A guided-diffusion-format DiffUNet state dict (random weights) loads from a path, and
+    deepinv's own saved state_dict (with its two schedule buffers) loads too."""
+    import deepinv as dinv
+
+    from recon.priors import load_diffunet
+
+    net = dinv.models.DiffUNet(in_channels=3, out_channels=6, pretrained=None).eval()
+    path = tmp_path / "adm.pt"
+    torch.save(net.state_dict(), path)  # includes the buffers deepinv's own loader trips on
+    den = load_diffunet(path)
+    x = torch.rand(1, 3, 32, 32, generator=gen)
+    with torch.no_grad():
+        a = den(x, torch.tensor([0.1]))
+        b = net(x, torch.tensor([0.1]), type_t="noise_level")
+    assert torch.allclose(a, b, atol=1e-5)
+    bad = tmp_path / "bad.pt"
+    torch.save({"weight": torch.zeros(2)}, bad)
+    with pytest.raises(ValueError, match="not a DiffUNet checkpoint"):
+        load_diffunet(bad)
+    with pytest.raises(FileNotFoundError, match="never downloads"):
+        load_diffunet(tmp_path / "missing.pt")
