@@ -6,3 +6,7 @@ This module imports nothing heavy, so the CLI can catch these without loading to
 
 class UserError(Exception):
     """An error caused by the user's input (file, config, name, option)."""
+
+
+class SamplerInputError(UserError, ValueError):
+    """A sampler cannot run on the inputs it was given (wrong operator or prior, no noise)."""

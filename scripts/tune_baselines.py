@@ -5,7 +5,7 @@ simulated with the set's operator; TV ``lam`` and DDS ``gamma`` are swept (phant
 prior for DDS) and the best by mean PSNR is recorded in the set's ``info.json`` under
 ``tuned`` (``recon evaluate`` applies it unless a config or ``--set`` sets it).
 
-Run: .venv/bin/python scripts/tune_baselines.py
+Run: .venv/bin/python scripts/tune_baselines.py [--only tv|dds]
 """
 
 from __future__ import annotations
@@ -22,22 +22,29 @@ from recon.pipeline import run
 from recon.simulate import simulate
 
 SWEEPS = {
-    "tv": ("lam", [1e-4, 3e-4, 1e-3, 3e-3, 1e-2]),
+    "tv": ("lam", [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]),
     "dds": ("gamma", [1.0, 10.0, 100.0, 1000.0]),
 }
 
 
 def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", choices=sorted(SWEEPS), help="tune one sampler, keep the others")
+    args = ap.parse_args()
     images = random_phantoms(2, 64, seed=778)
     for name, bench in benchmark_sets().items():
         info_path = bench.path / "info.json"
         info = json.loads(info_path.read_text())
         op = validate(O.OPERATORS[info["kind"]][0], info["operator"], source=str(info_path))
         complex_ = info["kind"].startswith("mri")
-        tuned = {}
+        tuned = dict(info.get("tuned", {}))
         with tempfile.TemporaryDirectory() as tmp:
             scan = simulate(images, op, Path(tmp) / "tune.h5", seed=778)
             for sampler, (param, values) in SWEEPS.items():
+                if args.only and sampler != args.only:
+                    continue
                 scores = {}
                 for v in values:
                     cfg = validate(

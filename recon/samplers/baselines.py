@@ -17,6 +17,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from recon.errors import SamplerInputError
 from recon.priors.base import Denoiser
 
 from ._steps import Callback, Generators, StepInfo, make_streams, measurement_sigma
@@ -78,7 +79,7 @@ def sample_exact(
     del x_init
     posterior_fn = getattr(denoiser, "posterior", None)
     if posterior_fn is None:
-        raise TypeError(
+        raise SamplerInputError(
             "sampler 'exact' needs an exact prior (GaussianPrior or GaussianMixturePrior)"
         )
     s_y = measurement_sigma(physics, sigma_y)

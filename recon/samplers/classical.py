@@ -26,6 +26,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from recon.errors import SamplerInputError
 from recon.linalg import batch_norm, bview
 from recon.priors.base import Denoiser
 
@@ -57,7 +58,7 @@ def sample_fbp(
     del denoiser, x_init, generator, sigma_y
     fbp = getattr(physics, "fbp", None)
     if fbp is None:
-        raise TypeError("sampler 'fbp' needs a CT operator (recon.operators.ct)")
+        raise SamplerInputError("sampler 'fbp' needs a CT operator (recon.operators.ct)")
     with torch.no_grad():
         x = fbp(y)
         if callback is not None:

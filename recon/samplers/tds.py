@@ -36,6 +36,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
+from recon.errors import SamplerInputError
 from recon.linalg import batch_dot
 from recon.priors.base import Denoiser
 
@@ -174,7 +175,10 @@ def sample_tds(
     check_inputs(y, sigmas)
     s_y = measurement_sigma(physics, sigma_y)
     if s_y <= 0:
-        raise ValueError("TDS needs sigma_y > 0 (its final weights are the likelihood)")
+        raise SamplerInputError(
+            "TDS needs sigma_y > 0 (its final weights are the likelihood): set the operator's "
+            "sigma_y or pass sigma_y"
+        )
     b = y.shape[0]
     streams = make_streams(generator, b, y.device)
     sig = [float(s) for s in sigmas]
