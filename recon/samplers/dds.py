@@ -17,8 +17,10 @@ Defaults follow the official code: 50 steps (respaced DDPM), ``n_cg = 5``, ``eta
 ``gamma = 1``. ``gamma`` weighs the data in the units of ``A``: with ``||A||^2`` far from 1 it
 must be tuned (recon's CT in field-of-view units has ``||A||^2 ~ 0.5`` and wants
 ``gamma ~ 1000``; x4 bicubic super-resolution has ``||A||^2 ~ 1/16``). The benchmark sets
-record their tuned value (``scripts/tune_baselines.py``). The official CG sums its inner products over the whole batch and does not
-conjugate complex data; recon's CG is per sample and conjugated (2-channel real MRI data is the
+record their tuned value (``scripts/tune_baselines.py``).
+
+The official CG sums its inner products over the whole batch and does not conjugate complex
+data; recon's CG is per sample and conjugated (2-channel real MRI data is the
 real form of complex data, for which the real inner product is the right one).
 """
 
