@@ -87,16 +87,18 @@ def overhead(device, batch, n_steps):
     )
     print(f"{'sampler':8s} {'s/sample':>9s} {'NFE':>5s} {'VJP':>5s} {'wall/(network cost)':>20s}")
     for name in ("dps", "reddiff", "dds"):
-        counted = CountingDenoiser(den)
         cfg_cls, fn = SAMPLERS[name]
         kw = {k: getattr(cfg_cls(), k) for k in cfg_cls.model_fields if k != "name"}
+        counters = []
 
-        def run(fn=fn, counted=counted, kw=kw):
+        def run(fn=fn, kw=kw, counters=counters):
+            counters.append(CountingDenoiser(den))  # a fresh count for every call
             return fn(
-                counted, y, physics, sigmas, generator=torch.Generator().manual_seed(0), **kw
+                counters[-1], y, physics, sigmas, generator=torch.Generator().manual_seed(0), **kw
             )
 
         t, _ = timed(run, device, warmup=1)
+        counted = counters[-1]
         net_cost = counted.nfe * t_fwd + counted.vjp * (t_vjp - t_fwd)
         print(f"{name:8s} {t / batch:9.4f} {counted.nfe:5d} {counted.vjp:5d} {t / net_cost:20.2f}")
 
