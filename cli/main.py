@@ -104,6 +104,10 @@ def _prior_config(spec: str, shape: tuple[int, int, int] | None) -> dict:
     """--prior NAME|PATH as a prior config."""
     if spec.endswith(".safetensors") or Path(spec).suffix == ".safetensors":
         return {"kind": "exact", "path": spec}
+    if spec == "digits-gaussian":
+        if shape is not None and tuple(shape) != (1, 32, 32):
+            raise UserError(f"--prior digits-gaussian is for 1x32x32 images, not {shape}")
+        return {"kind": "digits_gaussian"}
     if spec == "phantom-gaussian":
         if shape is None:
             raise UserError(
@@ -364,7 +368,9 @@ def evaluate(
     ),
     output: Path = typer.Option(..., "--output", "-o", help="Results folder (resumable)."),
     sampler: str = typer.Option("dds", "--sampler", help="Sampler name."),
-    prior: str = typer.Option("phantom-gaussian", "--prior", help="Prior name or path."),
+    prior: str | None = typer.Option(
+        None, "--prior", help="Prior name or path (default: the set's default_prior)."
+    ),
     config: Path | None = typer.Option(None, "--config", "-c", help="Run config file."),
     samples: int | None = typer.Option(None, "--samples", min=1, help="Samples per item."),
     steps: int | None = typer.Option(None, "--steps", min=1, help="Diffusion steps."),
@@ -380,6 +386,15 @@ def evaluate(
     from recon.evaluate import evaluate as run_evaluate
 
     bench = resolve_benchmark(benchmark)
+    if prior is None:
+        import json
+
+        info = bench.path / "info.json"
+        prior = (
+            json.loads(info.read_text()).get("default_prior", "phantom-gaussian")
+            if info.is_file()
+            else "phantom-gaussian"
+        )
     cfg = _run_config(
         config,
         scan=str(bench.scan),

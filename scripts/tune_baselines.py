@@ -1,11 +1,12 @@
 """Tune TV's lam and DDS's gamma once per benchmark set, on separate tuning phantoms.
 
-For each set in data/benchmarks, two phantoms from seed 778 (not the evaluation seed 777) are
-simulated with the set's operator; TV ``lam`` and DDS ``gamma`` are swept (phantom Gaussian
-prior for DDS) and the best by mean PSNR is recorded in the set's ``info.json`` under
+For each set in data/benchmarks, two phantoms from seed 778 (not the evaluation seed 777), or
+two held-out test digits not in the evaluated ones, are simulated with the set's operator;
+TV ``lam`` and DDS ``gamma`` are swept (DDS with the phantom or digits Gaussian prior) and the
+best by mean PSNR is recorded in the set's ``info.json`` under
 ``tuned`` (``recon evaluate`` applies it unless a config or ``--set`` sets it).
 
-Run: .venv/bin/python scripts/tune_baselines.py [--only tv|dds]
+Run: .venv/bin/python scripts/tune_baselines.py [--only tv|dds] [--sets NAME ...]
 """
 
 from __future__ import annotations
@@ -32,9 +33,20 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", choices=sorted(SWEEPS), help="tune one sampler, keep the others")
+    ap.add_argument("--sets", nargs="*", help="only these sets")
     args = ap.parse_args()
-    images = random_phantoms(2, 64, seed=778)
+    from recon.digits import load_digits
+
+    phantoms = random_phantoms(2, 64, seed=778)
+    digits = load_digits("test")[0][6:8]  # held out from the evaluated digits (rows 0-5)
     for name, bench in benchmark_sets().items():
+        if args.sets and name not in args.sets:
+            continue
+        is_digits = name.startswith("digits")
+        images = digits if is_digits else phantoms
+        prior = (
+            {"kind": "digits_gaussian"} if is_digits else {"kind": "phantom_gaussian", "size": 64}
+        )
         info_path = bench.path / "info.json"
         info = json.loads(info_path.read_text())
         op = validate(O.OPERATORS[info["kind"]][0], info["operator"], source=str(info_path))
@@ -52,7 +64,7 @@ def main() -> None:
                         {
                             "input": str(scan),
                             "sampler": {"name": sampler, param: v},
-                            "prior": {"kind": "phantom_gaussian", "size": 64, "complex": complex_},
+                            "prior": prior if is_digits else {**prior, "complex": complex_},
                             "schedule": {"name": "karras", "n_steps": 50, "sigma_max": 10.0},
                         },
                     )

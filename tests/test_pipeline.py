@@ -274,3 +274,24 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path, mri_scan):
         _cli("reconstruct", str(mri_scan), "-o", str(tmp_path / "no" / "o.h5")), "does not exist"
     )
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_digits_split_and_benchmark_sets():
+    from recon.datasets import benchmark_sets
+    from recon.digits import load_digits
+
+    train, ytr = load_digits("train")
+    test, _ = load_digits("test")
+    assert train.shape == (4000, 1, 32, 32) and test.shape == (1000, 1, 32, 32)
+    assert float(train.min()) >= 0.0 and float(train.max()) <= 1.0
+    assert float(train[:, :, :2].abs().max()) == 0.0  # zero padding
+    assert set(ytr.tolist()) == set(range(10))
+    sets = benchmark_sets()
+    assert {"digits_inpaint_70", "digits_sr_x4", "mri_x4_multicoil", "ct_sparse_30"} <= set(sets)
+    # the held-out digits in the sets are test digits, never training ones
+    with h5py.File(sets["digits_sr_x4"].scan) as f:
+        gt = torch.from_numpy(f["ground_truth"][()])
+    assert torch.allclose(gt, test[:6])
+    flat = train.reshape(4000, -1)
+    for g in gt.reshape(6, -1):
+        assert float((flat - g).abs().sum(1).min()) > 0
