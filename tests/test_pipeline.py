@@ -295,3 +295,28 @@ def test_digits_split_and_benchmark_sets():
     flat = train.reshape(4000, -1)
     for g in gt.reshape(6, -1):
         assert float((flat - g).abs().sum(1).min()) > 0
+
+
+def test_read_images_hdf5_and_png_folder(tmp_path, images):
+    from PIL import Image
+
+    from recon.io import read_images
+
+    h5 = tmp_path / "imgs.h5"
+    with h5py.File(h5, "w") as f:
+        f.create_dataset("images", data=images[:, 0].numpy())  # (N, H, W)
+    got = read_images(h5)
+    assert got.shape == (3, 1, SIZE, SIZE) and torch.allclose(got, images)
+    folder = tmp_path / "png"
+    folder.mkdir()
+    for i, img in enumerate(images[:, 0]):
+        Image.fromarray((img.numpy() * 255).round().astype(np.uint8)).save(folder / f"{i}.png")
+    got = read_images(folder)
+    assert got.shape == (3, 1, SIZE, SIZE)
+    assert float((got - images).abs().max()) <= 0.5 / 255 + 1e-6
+    # simulate from a PNG folder through the CLI
+    out = tmp_path / "scan.h5"
+    r = runner.invoke(app, ["simulate", str(folder), "-o", str(out), "--operator", "inpainting"])
+    assert r.exit_code == 0, r.output
+    with pytest.raises(UserError, match="no .png files"):
+        read_images(tmp_path)
