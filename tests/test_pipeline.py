@@ -318,5 +318,5 @@ def test_read_images_hdf5_and_png_folder(tmp_path, images):
     out = tmp_path / "scan.h5"
     r = runner.invoke(app, ["simulate", str(folder), "-o", str(out), "--operator", "inpainting"])
     assert r.exit_code == 0, r.output
-    with pytest.raises(UserError, match="no .png files"):
+    with pytest.raises(UserError, match=r"no \.png files"):
         read_images(tmp_path)

@@ -18,6 +18,7 @@ from .classical import FBPConfig, TVConfig, sample_fbp, sample_tv
 from .dds import DDSConfig, sample_dds
 from .dps import DPSConfig, sample_dps
 from .reddiff import REDDiffConfig, sample_reddiff
+from .stsl import STSLConfig, sample_stsl
 from .tds import ParticleResult, TDSConfig, sample_tds
 
 #: name -> (config class, sampler function)
@@ -30,6 +31,7 @@ SAMPLERS: dict[str, tuple[type[BaseModel], Callable[..., Any]]] = {
     "fbp": (FBPConfig, sample_fbp),
     "tv": (TVConfig, sample_tv),
     "tds": (TDSConfig, sample_tds),
+    "stsl": (STSLConfig, sample_stsl),
 }
 
 SamplerConfig = Annotated[
@@ -40,7 +42,8 @@ SamplerConfig = Annotated[
     | ExactConfig
     | FBPConfig
     | TVConfig
-    | TDSConfig,
+    | TDSConfig
+    | STSLConfig,
     Field(discriminator="name"),
 ]
 
@@ -68,6 +71,7 @@ __all__ = [
     "ParticleResult",
     "PinvConfig",
     "REDDiffConfig",
+    "STSLConfig",
     "SamplerConfig",
     "StepInfo",
     "TDSConfig",
@@ -81,6 +85,7 @@ __all__ = [
     "sample_fbp",
     "sample_pinv",
     "sample_reddiff",
+    "sample_stsl",
     "sample_tds",
     "sample_tv",
 ]
