@@ -469,3 +469,30 @@ def test_per_sample_masks_batch_invariance(name, gen):
     )
     alone = _run(name, prior, single, y[1:2], generator=_gens([2]))
     assert torch.allclose(batch[1:2], alone, rtol=0, atol=1e-12)
+
+
+def test_row_physics_slices_masks_and_coil_maps_only(gen):
+    from recon.samplers.baselines import _row_physics
+
+    cfg = O.MultiCoilMRIConfig(
+        img_size=(8, 8),
+        n_coils=3,
+        acceleration=2,
+        center_fraction=0.25,
+        mask="given",
+        coil_maps="given",
+    )
+    masks = (torch.rand(2, 1, 8, 8, generator=gen) > 0.5).float()
+    maps = torch.randn(2, 3, 8, 8, generator=gen, dtype=torch.complex64)
+    batch = O.build(cfg, mask=masks, coil_maps=maps)
+    x = torch.randn(2, 2, 8, 8, generator=gen)
+    y = batch.A(x)
+    for i in range(2):
+        row = _row_physics(batch, i, 2)
+        single = O.build(cfg, mask=masks[i], coil_maps=maps[i])
+        assert torch.allclose(row.A(x[i : i + 1]), y[i : i + 1], atol=1e-6)
+        assert torch.allclose(single.A(x[i : i + 1]), y[i : i + 1], atol=1e-6)
+    assert batch.coil_maps.shape[0] == 2  # the caller's operator is untouched
+    # a dense matrix with as many rows as the batch is shared, not sliced
+    dense = O.from_matrix(torch.randn(2, 4, generator=gen))
+    assert _row_physics(dense, 1, 2) is dense

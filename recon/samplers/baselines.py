@@ -102,17 +102,36 @@ def sample_exact(
         return x
 
 
+#: operator buffers that may carry one entry per batch row (deepinv MRI/inpainting masks,
+#: multi-coil maps); others (e.g. a dense matrix whose row count happens to equal the batch
+#: size) are shared
+PER_SAMPLE_BUFFERS = ("mask", "coil_maps")
+
+
+def _per_sample_buffers(physics: dinv.physics.Physics, batch: int) -> list[str]:
+    if batch <= 1:
+        return []
+    out = []
+    for name in PER_SAMPLE_BUFFERS:
+        buf = getattr(physics, name, None)
+        if isinstance(buf, Tensor) and buf.ndim >= 1 and buf.shape[0] == batch:
+            out.append(name)
+    return out
+
+
 def _has_per_sample_params(physics: dinv.physics.Physics, batch: int) -> bool:
-    mask = getattr(physics, "mask", None)
-    return isinstance(mask, Tensor) and mask.ndim >= 1 and mask.shape[0] == batch and batch > 1
+    return bool(_per_sample_buffers(physics, batch))
 
 
 def _row_physics(physics: dinv.physics.Physics, i: int, batch: int) -> dinv.physics.Physics:
-    """The operator of row i: per-sample masks are sliced, shared operators returned as is."""
-    if _has_per_sample_params(physics, batch):
-        import copy
+    """The operator of row i: per-sample buffers (masks, coil maps) are sliced; a shared
+    operator is returned as is. The caller's operator is never modified (a copy is sliced)."""
+    names = _per_sample_buffers(physics, batch)
+    if not names:
+        return physics
+    import copy
 
-        row = copy.deepcopy(physics)
-        row.mask = physics.mask[i : i + 1].clone()
-        return row
-    return physics
+    row = copy.deepcopy(physics)
+    for name in names:
+        setattr(row, name, getattr(physics, name)[i : i + 1].clone())
+    return row
