@@ -462,12 +462,7 @@ def demo(
         raise UserError(f"--device {device}: CUDA is not available on this machine; use cpu")
     output.mkdir(parents=True, exist_ok=True)
     check_writable(output / "demo.h5", force=force)
-    bar = tqdm(total=samples, desc="DDS samples", unit="sample", leave=False)
-
-    def step(done: int, total: int) -> None:
-        bar.n = done
-        bar.refresh()
-
+    bar = _LazyBar("DDS samples", "sample")
     try:
         r = run_demo(
             output,
@@ -476,7 +471,7 @@ def demo(
             device=device,
             force=force,
             progress=lambda m: tqdm.write(m),
-            step_callback=step,
+            step_callback=bar,
         )
     finally:
         bar.close()
