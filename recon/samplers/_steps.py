@@ -178,3 +178,10 @@ def initial_state(
         return x_init.detach().clone()
     like = physics.A_adjoint(y)
     return sigma_max * randn(streams, like.shape[1:], like)
+
+
+def guidance_step(zeta: float, vp_scale: float | None, sigma: float) -> float:
+    """DPS's step size at level ``sigma``: ``zeta (1 + (sigma / vp_scale)^2)`` (the VP
+    weighting, see :mod:`recon.samplers.dps`) or the constant ``zeta`` when ``vp_scale`` is
+    None."""
+    return zeta * (1.0 + (sigma / vp_scale) ** 2) if vp_scale is not None else zeta

@@ -39,6 +39,7 @@ from ._steps import (
     batch_norm,
     check_inputs,
     ddim_step,
+    guidance_step,
     initial_state,
     make_streams,
     randn,
@@ -133,8 +134,7 @@ def sample_dps(
             grad = torch.cat([p[1] for p in parts])
             noise = randn(streams, x.shape[1:], x) if (eta > 0 and s_next > 0) else None
             x_new = ddim_step(x, x0, s, s_next, noise, eta=eta)
-            step = zeta * (1.0 + (s / vp_scale) ** 2) if vp_scale is not None else zeta
-            x = x_new - step * grad
+            x = x_new - guidance_step(zeta, vp_scale, s) * grad
             if callback is not None:
                 callback(StepInfo(i, s, x, x0))
         return x

@@ -43,6 +43,7 @@ from ._steps import (
     StepInfo,
     check_inputs,
     ddim_step,
+    guidance_step,
     initial_state,
     make_streams,
     randn,
@@ -142,8 +143,7 @@ def sample_stsl(
                 (grad,) = torch.autograd.grad(loss.sum(), xg)
             noise = randn(streams, x.shape[1:], x) if (eta > 0 and s_next > 0) else None
             x_new = ddim_step(x, x0.detach(), s, s_next, noise, eta=eta)
-            step = zeta * (1.0 + (s / vp_scale) ** 2) if vp_scale is not None else zeta
-            x = x_new + step * grad
+            x = x_new + guidance_step(zeta, vp_scale, s) * grad
             if callback is not None:
                 callback(StepInfo(i, s, x, x0.detach()))
         return x
