@@ -26,7 +26,7 @@ from torch import Tensor
 
 from recon import io, metrics
 from recon import operators as O
-from recon.config import RunConfig
+from recon.config import RunConfig, validate
 from recon.errors import UserError
 from recon.samplers import SAMPLERS, CountingDenoiser, hyperparameters
 
@@ -218,7 +218,7 @@ class CTSource(Source):
         if info.n_detectors != native:
             base["n_detectors"] = info.n_detectors
         base["name"] = "ct"
-        self.operator = io_validate(O.CTConfig, base, info.path)
+        self.operator = validate(O.CTConfig, base, source=str(info.path))
         self._physics = None
 
     def item(self, index: int) -> Item:
@@ -256,7 +256,7 @@ class MeasurementsSource(Source):
         if op["name"] == "inpainting":
             op = {**op, "mask": "given", "n_masks": None}
         cls = O.InpaintingConfig if op["name"] == "inpainting" else O.SuperResolutionConfig
-        self.operator = io_validate(cls, op, p)
+        self.operator = validate(cls, op, source=str(p))
         self.kind = op["name"]
         self.n_items = self.y.shape[0]
         self._shared = None
@@ -274,12 +274,6 @@ class MeasurementsSource(Source):
         if self._shared is None:
             self._shared = O.build(self.operator, device=device)
         return self._shared
-
-
-def io_validate(cls, data: dict[str, Any], path: Path):
-    from recon.config import validate
-
-    return validate(cls, data, source=str(path))
 
 
 def open_source(cfg: RunConfig) -> Source:
