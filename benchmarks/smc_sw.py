@@ -3,7 +3,9 @@
 For each problem (recon.toy.mixture_problem), each particle count N and each SMC sampler, one
 weighted cloud per measurement is resampled to ``n_ref`` draws and compared (SW1, 100
 directions) with ``n_ref`` exact posterior draws; DPS (VP weighting, zeta 0.2) with ``n_ref``
-independent draws is the reference line. Mean over ``--problems`` problems.
+independent draws is the reference line, and ``floor`` is the SW between two independent sets
+of ``n_ref`` exact posterior draws (the best any sampler can score at this ``n_ref``). Mean over
+``--problems`` problems.
 
 Run: .venv/bin/python benchmarks/smc_sw.py [--dims 8 80 800] [--dys 1 2 4] [--particles 16 64 256]
 """
@@ -16,11 +18,16 @@ import time
 import torch
 
 from recon.metrics import sliced_wasserstein
-from recon.samplers import sample_dps, sample_tds
+from recon.samplers import sample_afdps, sample_dps, sample_fps, sample_mcgdiff, sample_tds
 from recon.schedules import karras
 from recon.toy import mixture_problem
 
-SMC = {"tds": sample_tds}
+SMC = {
+    "tds": sample_tds,
+    "mcgdiff": sample_mcgdiff,
+    "fps": sample_fps,
+    "afdps": sample_afdps,
+}
 
 
 def main() -> None:
@@ -31,6 +38,7 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=3)
     ap.add_argument("--n-ref", type=int, default=500)
     ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--samplers", nargs="+", default=list(SMC), choices=list(SMC))
     args = ap.parse_args()
     sig = karras(args.steps, sigma_min=0.01, sigma_max=100.0).double()
     print(
@@ -49,7 +57,10 @@ def main() -> None:
                 def sw(s, ref=ref):
                     return sliced_wasserstein(s, ref, generator=torch.Generator().manual_seed(0))
 
-                for name, fn in SMC.items():
+                floor = prob.posterior.sample(args.n_ref, generator=g)[:, 0]
+                rows.setdefault(("floor", args.n_ref), []).append((sw(floor), 0.0))
+                for name in args.samplers:
+                    fn = SMC[name]
                     for n in args.particles:
                         t = time.perf_counter()
                         r = fn(

@@ -435,6 +435,78 @@ def evaluate(
     del summary
 
 
+@app.command("train-prior")
+def train_prior_cmd(
+    output: Path = typer.Argument(..., help="Folder for checkpoints, weights and model card."),
+    preset: str | None = typer.Option(
+        None, "--preset", help="Start from a recipe: digits-32 or phantom-64."
+    ),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="Training config (YAML/TOML/JSON, TrainConfig fields)."
+    ),
+    data: list[str] | None = typer.Option(
+        None,
+        "--data",
+        help="Image source, repeatable: digits, phantoms, an HDF5 file ('images'), a PNG folder.",
+    ),
+    steps: int | None = typer.Option(None, "--steps", help="Total optimizer steps."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Images per step."),
+    resolution: int | None = typer.Option(None, "--resolution", help="Image size (pixels)."),
+    overrides: list[str] | None = typer.Option(
+        None, "--set", help="Override a field, e.g. --set lr=5e-4 --set unet.base=32."
+    ),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
+    max_time: str | None = typer.Option(
+        None, "--max-time", help="Stop (after a checkpoint) after this long, e.g. 45m, 2h."
+    ),
+    fresh: bool = typer.Option(False, "--fresh", help="Ignore an existing checkpoint."),
+    device_hint: str = typer.Option("cpu", "--device", help="Only cpu is supported for now."),
+) -> None:
+    """Train a diffusion prior (EDM loss, compact UNet, EMA, AdamW) on CPU.
+
+    Checkpoints every few hundred steps (safetensors + JSON, atomic); rerun the same command
+    to resume after an interruption. Writes prior.safetensors (EMA weights), model_card.json
+    and a sample grid PNG per checkpoint. Load the result with recon.priors.load(FOLDER).
+    """
+    from recon.config import apply_overrides, read_mapping, validate
+    from recon.priors.train import PRESETS, TrainConfig, parse_duration, train_prior
+
+    if device_hint != "cpu":
+        raise UserError("train-prior runs on cpu only (--device cpu)")
+    if preset is not None and preset not in PRESETS:
+        raise UserError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    base = PRESETS[preset].model_dump(mode="json") if preset else {}
+    if config is not None:
+        base |= read_mapping(config)
+    for key, val in (("data", data), ("steps", steps), ("batch_size", batch_size)):
+        if val:
+            base[key] = val
+    if resolution is not None:
+        base["resolution"] = resolution
+    if overrides:
+        base = apply_overrides(base, overrides)
+    cfg = validate(TrainConfig, base, source=str(config) if config else "train-prior options")
+    try:
+        seconds = parse_duration(max_time) if max_time else None
+    except ValueError as err:
+        raise UserError(f"--max-time: {err}") from None
+    try:
+        card = train_prior(
+            cfg,
+            output,
+            resume=not fresh,
+            threads=threads,
+            max_seconds=seconds,
+            log=lambda m: typer.echo(m, err=True),
+        )
+    except (ValueError, OSError) as err:
+        raise UserError(str(err)) from None
+    typer.echo(
+        f"{card['name']}: step {card['steps']}, loss {card['final_loss']}, "
+        f"weights {output / card['file']} (sha256 {card['sha256'][:12]})"
+    )
+
+
 @app.command()
 def demo(
     output: Path = typer.Option(

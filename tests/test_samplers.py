@@ -26,7 +26,13 @@ from recon.toy import mixture_problem
 
 F64 = torch.float64
 COMMON = {"x_init", "generator", "callback", "sigma_y"}
-FAST = {"reddiff": dict(lr=0.05), "dps": dict(vp_scale=None, zeta=0.1)}
+FAST = {
+    "reddiff": dict(lr=0.05),
+    "dps": dict(vp_scale=None, zeta=0.1),
+    "mcgdiff": dict(n_particles=8),
+    "fps": dict(n_particles=8),
+    "afdps": dict(n_particles=8),
+}
 
 
 def _spd(d, gen, jitter=0.05):

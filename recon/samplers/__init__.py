@@ -12,14 +12,18 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
+from ._particles import ParticleResult
 from ._steps import CountingDenoiser, StepInfo, make_streams
+from .afdps import AFDPSConfig, sample_afdps
 from .baselines import ExactConfig, PinvConfig, sample_exact, sample_pinv
 from .classical import FBPConfig, TVConfig, sample_fbp, sample_tv
 from .dds import DDSConfig, sample_dds
 from .dps import DPSConfig, sample_dps
+from .fps import FPSConfig, sample_fps
+from .mcgdiff import MCGdiffConfig, sample_mcgdiff
 from .reddiff import REDDiffConfig, sample_reddiff
 from .stsl import STSLConfig, sample_stsl
-from .tds import ParticleResult, TDSConfig, sample_tds
+from .tds import TDSConfig, sample_tds
 
 #: name -> (config class, sampler function)
 SAMPLERS: dict[str, tuple[type[BaseModel], Callable[..., Any]]] = {
@@ -32,6 +36,9 @@ SAMPLERS: dict[str, tuple[type[BaseModel], Callable[..., Any]]] = {
     "tv": (TVConfig, sample_tv),
     "tds": (TDSConfig, sample_tds),
     "stsl": (STSLConfig, sample_stsl),
+    "mcgdiff": (MCGdiffConfig, sample_mcgdiff),
+    "fps": (FPSConfig, sample_fps),
+    "afdps": (AFDPSConfig, sample_afdps),
 }
 
 SamplerConfig = Annotated[
@@ -43,7 +50,10 @@ SamplerConfig = Annotated[
     | FBPConfig
     | TVConfig
     | TDSConfig
-    | STSLConfig,
+    | STSLConfig
+    | MCGdiffConfig
+    | FPSConfig
+    | AFDPSConfig,
     Field(discriminator="name"),
 ]
 
@@ -63,11 +73,14 @@ def run_sampler(cfg: BaseModel, denoiser, y, physics, sigmas, **kwargs: Any):
 
 __all__ = [
     "SAMPLERS",
+    "AFDPSConfig",
     "CountingDenoiser",
     "DDSConfig",
     "DPSConfig",
     "ExactConfig",
     "FBPConfig",
+    "FPSConfig",
+    "MCGdiffConfig",
     "ParticleResult",
     "PinvConfig",
     "REDDiffConfig",
@@ -79,10 +92,13 @@ __all__ = [
     "hyperparameters",
     "make_streams",
     "run_sampler",
+    "sample_afdps",
     "sample_dds",
     "sample_dps",
     "sample_exact",
     "sample_fbp",
+    "sample_fps",
+    "sample_mcgdiff",
     "sample_pinv",
     "sample_reddiff",
     "sample_stsl",

@@ -83,6 +83,35 @@ def _guidance(
     return x0.detach(), grad
 
 
+def dps_step(
+    denoiser: Denoiser,
+    x: Tensor,
+    y: Tensor,
+    physics: dinv.physics.Physics,
+    sigma: float,
+    sigma_next: float,
+    noise: Tensor | None,
+    *,
+    zeta: float,
+    vp_scale: float | None,
+    eta: float = 1.0,
+    clamp: tuple[float, float] | None = None,
+    chunk: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One DPS step (module docstring, steps 1-3) for a batch of rows; returns ``(x_next,
+    x0_hat)``. ``noise`` is the standard normal of the DDIM step (None when deterministic);
+    ``chunk`` rows go through each VJP."""
+    step = chunk or x.shape[0]
+    parts = [
+        _guidance(denoiser, x[j : j + step], sigma, y[j : j + step], physics, clamp)
+        for j in range(0, x.shape[0], step)
+    ]
+    x0 = torch.cat([p[0] for p in parts])
+    grad = torch.cat([p[1] for p in parts])
+    x_new = ddim_step(x, x0, sigma, sigma_next, noise, eta=eta)
+    return x_new - guidance_step(zeta, vp_scale, sigma) * grad, x0
+
+
 def sample_dps(
     denoiser: Denoiser,
     y: Tensor,
@@ -123,18 +152,23 @@ def sample_dps(
         streams = make_streams(generator, y.shape[0], y.device)
         sig = [float(s) for s in sigmas]
         x = initial_state(physics, y, sig[0], streams, x_init)
-        chunk = vjp_chunk or x.shape[0]
         for i in range(len(sig) - 1):
             s, s_next = sig[i], sig[i + 1]
-            parts = [
-                _guidance(denoiser, x[j : j + chunk], s, y[j : j + chunk], physics, clamp)
-                for j in range(0, x.shape[0], chunk)
-            ]
-            x0 = torch.cat([p[0] for p in parts])
-            grad = torch.cat([p[1] for p in parts])
             noise = randn(streams, x.shape[1:], x) if (eta > 0 and s_next > 0) else None
-            x_new = ddim_step(x, x0, s, s_next, noise, eta=eta)
-            x = x_new - guidance_step(zeta, vp_scale, s) * grad
+            x, x0 = dps_step(
+                denoiser,
+                x,
+                y,
+                physics,
+                s,
+                s_next,
+                noise,
+                zeta=zeta,
+                vp_scale=vp_scale,
+                eta=eta,
+                clamp=clamp,
+                chunk=vjp_chunk,
+            )
             if callback is not None:
                 callback(StepInfo(i, s, x, x0))
         return x

@@ -28,7 +28,6 @@ a :class:`ParticleResult` with the whole cloud.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Literal
 
 import deepinv as dinv
@@ -40,32 +39,16 @@ from recon.errors import SamplerInputError
 from recon.linalg import batch_dot
 from recon.priors.base import Denoiser
 
-from ._particles import RESAMPLERS, ess, log_mean_exp, normalize_log_weights
+from ._particles import (
+    RESAMPLERS,
+    ParticleResult,
+    ess,
+    log_mean_exp,
+    normalize_log_weights,
+    per_measurement,
+)
 from ._steps import Callback, Generators, StepInfo, check_inputs, make_streams, measurement_sigma
 from .baselines import _row_physics
-
-
-@dataclass
-class ParticleResult:
-    """A particle sampler's output for B measurements.
-
-    Attributes:
-        sample: one draw per measurement from its final weighted cloud, (B, *x_shape).
-        particles: (B, N, *x_shape).
-        log_weights: normalised, (B, N).
-        mean: weighted posterior mean, (B, *x_shape).
-        std: weighted posterior std, (B, *x_shape).
-        ess: ESS after each step (before resampling), (B, n_steps).
-        log_evidence: SMC estimate of ``log p(y)`` under the model, (B,).
-    """
-
-    sample: Tensor
-    particles: Tensor
-    log_weights: Tensor
-    mean: Tensor
-    std: Tensor
-    ess: Tensor
-    log_evidence: Tensor
 
 
 class TDSConfig(BaseModel):
@@ -183,55 +166,28 @@ def sample_tds(
     streams = make_streams(generator, b, y.device)
     sig = [float(s) for s in sigmas]
     resample = RESAMPLERS[resampling]
-    clouds, weights, traces, logz, draws = [], [], [], [], []
+
+    def run_one(j: int, stream: torch.Generator):
+        cb = None
+        if callback is not None and j == 0:
+
+            def cb(_row, info):
+                callback(info)
+
+        return _one_measurement(
+            denoiser,
+            y[j : j + 1],
+            _row_physics(physics, j, b),
+            sig,
+            stream,
+            s_y=s_y,
+            n=n_particles,
+            c=twist_scale,
+            threshold=ess_threshold,
+            resample=resample,
+            callback=cb,
+            row=j,
+        )
+
     with torch.no_grad():
-        for j in range(b):
-            cb = None
-            if callback is not None and j == 0:
-
-                def cb(_row, info):
-                    callback(info)
-
-            x, log_w, trace, lz = _one_measurement(
-                denoiser,
-                y[j : j + 1],
-                _row_physics(physics, j, b),
-                sig,
-                streams[j],
-                s_y=s_y,
-                n=n_particles,
-                c=twist_scale,
-                threshold=ess_threshold,
-                resample=resample,
-                callback=cb,
-                row=j,
-            )
-            k = int(
-                torch.multinomial(
-                    torch.exp(log_w).double().cpu(),
-                    1,
-                    generator=streams[j] if streams[j].device.type == "cpu" else None,
-                )
-            )
-            clouds.append(x)
-            weights.append(log_w)
-            traces.append(trace)
-            logz.append(lz)
-            draws.append(x[k])
-    sample = torch.stack(draws)
-    if not return_particles:
-        return sample
-    parts = torch.stack(clouds)
-    lw = torch.stack(weights)
-    w = torch.exp(lw).reshape(b, n_particles, *([1] * (parts.ndim - 2))).to(parts.dtype)
-    mean = (w * parts).sum(1)
-    std = (w * (parts - mean[:, None]) ** 2).sum(1).clamp_min(0).sqrt()
-    return ParticleResult(
-        sample,
-        parts,
-        lw,
-        mean,
-        std,
-        torch.tensor(traces, dtype=torch.float64),
-        torch.tensor(logz, dtype=torch.float64),
-    )
+        return per_measurement(run_one, b, streams, return_particles=return_particles)

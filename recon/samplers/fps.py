@@ -1,0 +1,182 @@
+"""FPS-SMC: filtering posterior sampling (Dou & Song, "Diffusion posterior sampling for linear
+inverse problem solving: a filtering perspective", ICLR 2024), for linear operators.
+
+Written in recon's variance-exploding form (the paper's VP quantities divided by
+``sqrt(ab_t)``), with ``c = c_rate``:
+
+1. **Measurement bridge** (drawn once per measurement, shared by its particles): a noised
+   measurement sequence ending at ``y``,
+   ``y_T = y + sigma_T A z_T`` and, for each step t -> s,
+   ``y_s = y + sqrt(1 - c) (sigma_s / sigma_t) (y_t - y) + sqrt(c) sigma_s A z_s``,
+   so that ``y_s - y`` has the law of ``A (x_s - x_0)`` under the forward process (the VP form
+   ``y_{t-1} = sqrt(ab_{t-1}) y + sqrt((1-c)(1-ab_{t-1})/(1-ab_t)) (y_t - sqrt(ab_t) y) +
+   sqrt(c (1-ab_{t-1})) A z`` divided by ``sqrt(ab_{t-1})``).
+2. **Prior kernel**: DDIM with variance ratio c,
+   ``p(x_s | x_t) = N(x0_hat + sqrt(1 - c) (sigma_s / sigma_t)(x_t - x0_hat), c sigma_s^2 I)``.
+3. **Conditional step**: each particle moves to the exact Gaussian product
+   ``p(x_s | x_t) N(y_s; A x_s, sigma_y^2 I)`` (the VP pseudo-likelihood variance
+   ``ab_{t-1} sigma^2`` is ``sigma_y^2`` here); recon samples it by perturb-and-solve with CG
+   (:func:`recon.samplers._particles.gaussian_product_move`), so no SVD is needed.
+4. **SMC weights** (FPS-SMC): the predictive likelihood of the bridge point,
+   ``w = N(y_s; A m_t, sigma_y^2 I + c sigma_s^2 A A^T)``, followed by resampling when
+   ``ESS < ess_threshold * N``. The last step (``sigma = 0``) is ``x_0 = x0_hat(x_1)`` with
+   weight ``N(y; A x_0, sigma_y^2 I)``.
+
+The official code hard-codes the pseudo-likelihood std at 0.05; recon uses the operator's
+``sigma_y`` (which must be > 0). FPS-SMC is consistent as N grows for the filtering model in
+which the bridge ``y_t`` is observed at every level; it is not exact for the posterior of a
+finite-step diffusion (the bridge is one draw), so the tests check what it does have: its
+sliced-Wasserstein error falls with N on the grid-mixture problems and beats DPS.
+The log-evidence is not reported (NaN): particle-independent constants are dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import deepinv as dinv
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from recon.errors import SamplerInputError
+from recon.priors.base import Denoiser
+
+from ._particles import (
+    RESAMPLERS,
+    ParticleResult,
+    ess,
+    gaussian_product_move,
+    normalize_log_weights,
+    per_measurement,
+)
+from ._steps import Callback, Generators, StepInfo, check_inputs, make_streams, measurement_sigma
+from .baselines import _row_physics
+
+
+class FPSConfig(BaseModel):
+    """FPS-SMC (Dou & Song 2024): measurement bridge + Gaussian-product particle moves."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: Literal["fps"] = "fps"
+    n_particles: int = Field(16, ge=1, description="particles per measurement")
+    c_rate: float = Field(0.95, gt=0.0, le=1.0, description="DDIM variance ratio c (paper 0.95)")
+    ess_threshold: float = Field(0.5, ge=0.0, le=1.0, description="resample when ESS < this N")
+    resampling: Literal["systematic", "multinomial"] = "multinomial"
+    n_cg: int = Field(30, ge=1, description="CG iterations of each Gaussian-product move")
+    return_particles: bool = Field(False, description="return a ParticleResult")
+
+
+def _one_measurement(
+    denoiser, y1, physics, sig, stream, *, s_y, n, c, threshold, resample, n_cg, callback
+):
+    like = physics.A_adjoint(y1)
+    dt, dev = like.dtype, like.device
+
+    def randn(shape):
+        return torch.randn(shape, generator=stream, dtype=dt, device=dev)
+
+    # 1. the measurement bridge y_T, ..., y_0 = y (one draw per measurement)
+    bridge = [y1 + sig[0] * physics.A(randn(like.shape))]
+    for i in range(len(sig) - 1):
+        st, ss = sig[i], sig[i + 1]
+        nxt = (
+            y1
+            + math.sqrt(1 - c) * (ss / st) * (bridge[-1] - y1)
+            + math.sqrt(c) * ss * physics.A(randn(like.shape))
+        )
+        bridge.append(nxt)
+    # initial cloud: N(0, sigma_T^2) times N(y_T; A x, sigma_y^2)
+    x, _ = gaussian_product_move(
+        physics,
+        torch.zeros((n, *like.shape[1:]), dtype=dt, device=dev),
+        sig[0] ** 2,
+        bridge[0],
+        s_y**2,
+        stream,
+        n_cg=n_cg,
+    )
+    log_w = torch.full((n,), -math.log(n), dtype=torch.float64, device=dev)
+    trace = []
+    for i in range(len(sig) - 1):
+        st, ss = sig[i], sig[i + 1]
+        x0 = denoiser(x, torch.full((n,), st, dtype=dt, device=dev))
+        mean = x0 + math.sqrt(1 - c) * (ss / st) * (x - x0)
+        x_new, incr = gaussian_product_move(
+            physics, mean, c * ss**2, bridge[i + 1], s_y**2, stream, n_cg=n_cg
+        )
+        log_w = normalize_log_weights(log_w + incr.double())
+        e = float(ess(log_w))
+        trace.append(e)
+        x = x_new
+        if ss > 0 and e < threshold * n:
+            idx = resample(log_w, generator=stream)
+            x, x0 = x[idx], x0[idx]
+            log_w = torch.full_like(log_w, -math.log(n))
+        if callback is not None:
+            callback(StepInfo(i, st, x, x0))
+    return x, log_w, trace, math.nan
+
+
+def sample_fps(
+    denoiser: Denoiser,
+    y: Tensor,
+    physics: dinv.physics.LinearPhysics,
+    sigmas: Tensor,
+    *,
+    x_init: Tensor | None = None,
+    generator: Generators = None,
+    callback: Callback = None,
+    sigma_y: float | None = None,
+    n_particles: int = 16,
+    c_rate: float = 0.95,
+    ess_threshold: float = 0.5,
+    resampling: str = "multinomial",
+    n_cg: int = 30,
+    return_particles: bool = False,
+) -> Tensor | ParticleResult:
+    """FPS-SMC posterior sampling (see module docstring).
+
+    Args:
+        denoiser, y, physics, sigmas: as every sampler; physics linear.
+        x_init: unused.
+        generator: per-measurement streams (bridge and particles of measurement b use stream b).
+        callback: a :class:`StepInfo` per step for measurement 0's cloud.
+        sigma_y: measurement noise std (> 0); from the operator when None.
+        n_particles, c_rate, ess_threshold, resampling, n_cg, return_particles: see
+            :class:`FPSConfig`.
+
+    Returns:
+        (B, *x_shape) draws, or a :class:`ParticleResult`.
+    """
+    del x_init
+    check_inputs(y, sigmas)
+    s_y = measurement_sigma(physics, sigma_y)
+    if s_y <= 0:
+        raise SamplerInputError(
+            "FPS needs sigma_y > 0 (its pseudo-likelihood variance): set the operator's "
+            "sigma_y or pass sigma_y"
+        )
+    b = y.shape[0]
+    streams = make_streams(generator, b, y.device)
+    sig = [float(v) for v in sigmas]
+
+    def run_one(j: int, stream: torch.Generator):
+        return _one_measurement(
+            denoiser,
+            y[j : j + 1],
+            _row_physics(physics, j, b),
+            sig,
+            stream,
+            s_y=s_y,
+            n=n_particles,
+            c=c_rate,
+            threshold=ess_threshold,
+            resample=RESAMPLERS[resampling],
+            n_cg=n_cg,
+            callback=callback if j == 0 else None,
+        )
+
+    with torch.no_grad():
+        return per_measurement(run_one, b, streams, return_particles=return_particles)
