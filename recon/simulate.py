@@ -30,8 +30,13 @@ def simulate(
     *,
     seed: int = 0,
     force: bool = False,
+    fully_sampled: bool = False,
 ) -> Path:
     """Simulate measurements of ``images`` (N, C, H, W) in [0, 1] and write a scan file.
+
+    With ``fully_sampled`` (MRI only) the whole k-space is written without a ``mask``, as in
+    fastMRI's training files: the input of ``recon acquire`` (active subsampling) and of
+    ``recon reconstruct --acceleration R``.
 
     MRI: the image (channel 0) is the real part of a complex image; the file is in fastMRI
     layout with the undersampled k-space, the ``mask`` (one for the volume, as fastMRI's test
@@ -52,8 +57,14 @@ def simulate(
         "seed": seed,
         "simulated": True,
     }
+    if fully_sampled and name not in ("mri", "mri_multicoil"):
+        raise UserError("fully sampled output is for MRI operators only")
     if name in ("mri", "mri_multicoil"):
-        physics = O.build(operator)
+        if fully_sampled:
+            operator = operator.model_copy(update={"mask": "given"})
+            physics = O.build(operator, mask=torch.ones(h, w))
+        else:
+            physics = O.build(operator)
         mask2d = physics.mask.reshape(-1, h, w)[0]  # (H, W)
         x = torch.zeros(n, 2, h, w)
         x[:, 0] = images[:, 0]
@@ -66,14 +77,19 @@ def simulate(
         k = torch.stack(ys).numpy()
         truth = images[:, 0].numpy()
         attrs.update(
-            acceleration=float(operator.acceleration),
+            acceleration=1.0 if fully_sampled else float(operator.acceleration),
             num_low_frequency=O.masks.num_low_frequencies(w, operator.center_fraction),
             max=float(truth.max()),
         )
         if name == "mri_multicoil":
             attrs["n_coils"] = operator.n_coils
         return io.write_fastmri(
-            output, kspace=k, mask=mask2d[0].numpy(), truth=truth, attrs=attrs, force=force
+            output,
+            kspace=k,
+            mask=None if fully_sampled else mask2d[0].numpy(),
+            truth=truth,
+            attrs=attrs,
+            force=force,
         )
     if name == "ct":
         physics = O.build(operator)

@@ -57,3 +57,46 @@ def test_user_error_is_one_line_exit_2(tmp_path):
     assert len(lines) == 1 and "output exists" in lines[0] and "--force" in lines[0]
     assert "Traceback" not in proc.stderr
     assert (out / "demo.h5").read_bytes() == b"keep me"
+
+
+def test_acquire_from_fully_sampled_kspace(tmp_path):
+    """recon simulate --mask full, then recon acquire: the result file has the masks (grown to
+    W/R lines from the ACS block), the ordered acquisition list and provenance; an
+    undersampled file is refused with one line and nothing written."""
+    full = tmp_path / "full.h5"
+    r = runner.invoke(
+        app,
+        ["simulate", "phantoms:1:16", "-o", str(full), "--operator", "mri", "--mask", "full"],
+    )
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "ads.h5"
+    args = ["acquire", str(full), "-o", str(out), "--acceleration", "4", "--steps", "12"]
+    r = runner.invoke(app, [*args, "--particles", "4", "--center-fraction", "0.125"])
+    assert r.exit_code == 0, r.output
+    assert "PSNR" in r.stdout and "2 lines acquired" in r.stdout
+    with h5py.File(out) as f:
+        mask = f["mask"][0]
+        order = f["acquisition_order"][0]
+        assert mask.shape == (16, 16) and mask[0].sum() == 4
+        assert len(set(order.tolist())) == 2 and all(mask[:, order].min(0) == 1)
+        for key in ("config", "seed", "wall_time_s", "psnr", "metric_convention"):
+            assert key in f.attrs
+    under = tmp_path / "under.h5"
+    r = runner.invoke(app, ["simulate", "phantoms:1:16", "-o", str(under), "--operator", "mri"])
+    assert r.exit_code == 0, r.output
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recon.cli.main",
+            "acquire",
+            str(under),
+            "-o",
+            str(tmp_path / "x.h5"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "fully sampled" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "x.h5").exists()
