@@ -7,6 +7,7 @@ traceback.
 
 from __future__ import annotations
 
+import json
 import sys
 from enum import Enum
 from pathlib import Path
@@ -80,9 +81,27 @@ def list_cmd(
             )
             typer.echo(f"{name:10s} {doc}\n{'':10s} {fields or '(no hyperparameters)'}")
     elif what is ListWhat.priors:
+        from recon.priors import manifest
+
+        for e in manifest():
+            size = f"{e['channels']}x{e['resolution']}x{e['resolution']}"
+            typer.echo(
+                f"{e['name']:20s} {e['kind']:9s} {size:9s} {e['size_bytes'] / 1e6:5.1f} MB  "
+                f"{e.get('description', '')}"
+            )
+            for line in e.get("summary", []):
+                typer.echo(f"{'':20s} {line}")
         typer.echo(
-            "phantom-gaussian   exact Gaussian (PPCA, rank 128) fitted in seconds to recon's "
+            "phantom-gaussian     exact Gaussian (PPCA, rank 128) fitted in seconds to recon's "
             "random phantoms, sized to the scan (complex for MRI)"
+        )
+        typer.echo(
+            "digits-gaussian      exact Gaussian (PPCA, rank 64) fitted to the 4000 training "
+            "digits, 1x32x32"
+        )
+        typer.echo(
+            "FOLDER               a folder written by recon train-prior (model_card.json + "
+            "prior.safetensors)"
         )
         typer.echo(
             "PATH.safetensors   an exact Gaussian / Gaussian-mixture prior saved with "
@@ -102,7 +121,27 @@ def list_cmd(
 
 def _prior_config(spec: str, shape: tuple[int, int, int] | None) -> dict:
     """--prior NAME|PATH as a prior config."""
-    if spec.endswith(".safetensors") or Path(spec).suffix == ".safetensors":
+    from recon.priors import manifest
+
+    entries = {e["name"]: e for e in manifest()}
+    if spec in entries or Path(spec).is_dir():
+        channels = entries[spec]["channels"] if spec in entries else None
+        if channels is None:
+            card = Path(spec) / "model_card.json"
+            channels = json.loads(card.read_text())["channels"] if card.is_file() else None
+        cplx = shape is not None and shape[0] == 2 and channels == 1
+        return {"kind": "network", "source": spec, "complex": cplx}
+    if Path(spec).suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(spec, framework="pt") as f:
+                meta = f.metadata() or {}
+        except Exception:  # unreadable: let the exact-prior loader report it in one line
+            meta = {}
+        if meta.get("format") == "recon-edm-unet":
+            cplx = shape is not None and shape[0] == 2 and '"channels":1' in meta["unet"]
+            return {"kind": "network", "source": spec, "complex": cplx}
         return {"kind": "exact", "path": spec}
     if spec == "digits-gaussian":
         if shape is not None and tuple(shape) != (1, 32, 32):
@@ -118,8 +157,8 @@ def _prior_config(spec: str, shape: tuple[int, int, int] | None) -> dict:
             raise UserError(f"--prior phantom-gaussian needs square images, got {shape[-2:]}")
         return {"kind": "phantom_gaussian", "size": shape[-1], "complex": shape[0] == 2}
     raise UserError(
-        f"--prior {spec!r}: unknown prior; use phantom-gaussian or a .safetensors "
-        "path (recon list priors)"
+        f"--prior {spec!r}: unknown prior; use a name from recon list priors, a train-prior "
+        "folder or a .safetensors path"
     )
 
 

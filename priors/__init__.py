@@ -13,8 +13,19 @@ from .gaussian import (
     dense_gaussian_posterior,
 )
 from .io import load_exact_prior, save_exact_prior
+from .registry import (
+    ComplexFromReal,
+    ModuleDenoiser,
+    PriorError,
+    load,
+    load_checkpoint,
+    manifest,
+    to_complex,
+)
+from .unet import UNet, UNetConfig
 
 __all__ = [
+    "ComplexFromReal",
     "Covariance",
     "DeepinvDenoiser",
     "Denoiser",
@@ -24,10 +35,18 @@ __all__ = [
     "GaussianMixturePrior",
     "GaussianPosterior",
     "GaussianPrior",
+    "ModuleDenoiser",
+    "PriorError",
+    "UNet",
+    "UNetConfig",
     "as_sigma",
     "dense_gaussian_posterior",
+    "load",
+    "load_checkpoint",
     "load_diffunet",
     "load_exact_prior",
+    "manifest",
     "save_exact_prior",
     "score_from_denoiser",
+    "to_complex",
 ]

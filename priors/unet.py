@@ -146,6 +146,8 @@ class UNet(nn.Module):
         return self.emb(torch.cat([arg.cos(), arg.sin()], dim=1))
 
     def forward(self, x: Tensor, c_noise: Tensor) -> Tensor:
+        dtype = x.dtype  # run in the weights' dtype (float64 callers get float64 back)
+        x = x.to(self.conv_in.weight.dtype)
         emb = self._embed(c_noise.reshape(-1).to(x.dtype).expand(x.shape[0]))
         h = self.conv_in(x)
         hs = [h]
@@ -158,4 +160,4 @@ class UNet(nn.Module):
                 h = mod(torch.cat([h, hs.pop()], dim=1), emb)
             else:
                 h = mod(h)
-        return self.conv_out(torch.nn.functional.silu(self.norm_out(h)))
+        return self.conv_out(torch.nn.functional.silu(self.norm_out(h))).to(dtype)

@@ -280,6 +280,7 @@ def acquire_fastmri_slice(
     sigma_y: float = 0.0,
     generator: torch.Generator | None = None,
     initial_mask: Tensor | None = None,
+    scale: float | None = None,
     **options,
 ) -> tuple[AcquisitionResult, float]:
     """Active acquisition of phase-encode lines for one fully sampled fastMRI slice.
@@ -299,6 +300,7 @@ def acquire_fastmri_slice(
         sigma_y: measurement noise std assumed by the operator (0: the file is taken as is).
         generator: the slice's stream.
         initial_mask: (W,) 0/1 lines to start from instead of the ACS block.
+        scale: divide k-space by this instead of the initial zero-filled image's peak.
         **options: passed to :func:`active_subsampling` (n_particles, per_round, window, zeta,
             vp_scale, eta, sigma_entropy, callback).
 
@@ -329,7 +331,8 @@ def acquire_fastmri_slice(
         cfg = O.MRIConfig(**common)
         zf = _ifft2c(k0[0]).abs()
         extra = {}
-    scale = float(zf.max()) or 1.0
+    if scale is None:
+        scale = float(zf.max()) or 1.0
     ks = kspace / scale
     full = torch.stack([ks.real, ks.imag]).float()  # (2, coils, H, W)
     if coils == 1:

@@ -250,8 +250,26 @@ class DigitsGaussianConfig(Frozen):
         return digits_gaussian_prior(self.rank).to(device)
 
 
+class NetworkPriorConfig(Frozen):
+    """A bundled prior by name (``recon list priors``) or a local prior folder/file, loaded
+    offline with its sha256 checked (:func:`recon.priors.load`)."""
+
+    kind: Literal["network"] = "network"
+    source: str = Field(description="bundled prior name, train-prior folder or .safetensors")
+    complex: bool = Field(
+        False, description="wrap a 1-channel prior for 2-channel (real, imaginary) MRI images"
+    )
+
+    def build(self, *, device: str = "cpu"):
+        from recon.priors import load, to_complex
+
+        prior = load(self.source, device=device)
+        return to_complex(prior) if self.complex else prior
+
+
 PriorConfig = Annotated[
-    ExactPriorConfig | PhantomGaussianConfig | DigitsGaussianConfig, Field(discriminator="kind")
+    ExactPriorConfig | PhantomGaussianConfig | DigitsGaussianConfig | NetworkPriorConfig,
+    Field(discriminator="kind"),
 ]
 
 

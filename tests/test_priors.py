@@ -366,9 +366,16 @@ def test_load_diffunet_from_a_local_checkpoint(tmp_path, gen):
         a = den(x, torch.tensor([0.1]))
         b = net(x, torch.tensor([0.1]), type_t="noise_level")
     assert torch.allclose(a, b, atol=1e-5)
+    from recon.priors import PriorError, load_checkpoint
+
+    via_registry = load_checkpoint(path, format="adm")
+    with torch.no_grad():
+        assert torch.allclose(via_registry(x, torch.tensor([0.1])), b, atol=1e-5)
     bad = tmp_path / "bad.pt"
     torch.save({"weight": torch.zeros(2)}, bad)
     with pytest.raises(ValueError, match="not a DiffUNet checkpoint"):
         load_diffunet(bad)
     with pytest.raises(FileNotFoundError, match="never downloads"):
         load_diffunet(tmp_path / "missing.pt")
+    with pytest.raises(PriorError, match="not a DiffUNet"):
+        load_checkpoint(bad, format="adm")

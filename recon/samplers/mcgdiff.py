@@ -21,7 +21,10 @@ its VP units, that keeps the potential proper at t = tau_i). Per step t -> s (Al
 2. weight (fully adapted, depends on x_t only): over the coordinates active at s
    (``sigma_s >= sigma_tau_i``), ``log w = sum_i log N(m_bar_i; y~_i, v + var_s,i) -
    sum_i log g_t(x_bar_i)``;
-3. resample when ``ESS < ess_threshold * N`` (the paper resamples every step: threshold 1);
+3. resample when ``ESS < ess_threshold * N``. The paper resamples multinomially at every step
+   (``ess_threshold=1, resampling="multinomial"``); recon's default resamples systematically
+   when the ESS falls below N/2, the usual lower-variance choice that also limits path
+   degeneracy (the weights are valid either way);
 4. propagate: active coordinates from the Gaussian product
    ``K = v / (v + var_s)``, ``x_bar' = K y~ + (1 - K) m_bar + sqrt(var_s K) z``; the others
    (unobserved, or already past tau_i) ``x_bar' = m_bar + sqrt(v) z``; ``x' = V x_bar'``.
@@ -71,8 +74,8 @@ class MCGdiffConfig(BaseModel):
     n_particles: int = Field(64, ge=1, description="particles per measurement (paper: 64)")
     eta: float = Field(1.0, ge=0.0, le=1.0, description="DDIM stochasticity (paper: 1)")
     kappa: float = Field(1e-4, gt=0.0, description="potential variance at tau (VP units)")
-    ess_threshold: float = Field(1.0, ge=0.0, le=1.0, description="resample when ESS < this N")
-    resampling: Literal["systematic", "multinomial"] = "multinomial"
+    ess_threshold: float = Field(0.5, ge=0.0, le=1.0, description="resample when ESS < this N")
+    resampling: Literal["systematic", "multinomial"] = "systematic"
     return_particles: bool = Field(False, description="return a ParticleResult")
 
 
@@ -165,8 +168,8 @@ def sample_mcgdiff(
     n_particles: int = 64,
     eta: float = 1.0,
     kappa: float = 1e-4,
-    ess_threshold: float = 1.0,
-    resampling: str = "multinomial",
+    ess_threshold: float = 0.5,
+    resampling: str = "systematic",
     return_particles: bool = False,
 ) -> Tensor | ParticleResult:
     """MCGdiff posterior sampling (see module docstring).

