@@ -64,6 +64,7 @@ class TrainConfig(BaseModel):
     p_std: float = Field(1.2, gt=0)
     augment: tuple[str, ...] = Field((), description="any of 'hflip', 'shift' (+-2 pixels)")
     checkpoint_every: int = Field(250, ge=1)
+    sample_grid: int = Field(16, ge=1, description="images in each checkpoint's sample grid")
     seed: int = 0
 
 
@@ -468,7 +469,7 @@ def export(
     ema.eval()
     grid = sample_prior(
         den,
-        (16, cfg.unet.channels, cfg.resolution, cfg.resolution),
+        (cfg.sample_grid, cfg.unet.channels, cfg.resolution, cfg.resolution),
         generator=torch.Generator().manual_seed(0),
     )
     png = out / f"samples_{step:06d}.png"

@@ -51,6 +51,7 @@ def _cfg(data, **kw):
         lr=2e-3,
         warmup=1,
         checkpoint_every=2,
+        sample_grid=2,
     )
     return TrainConfig(**{**base, **kw})
 
@@ -203,6 +204,7 @@ def test_train_prior_cli(tiny_data, tmp_path):
     out = tmp_path / "cli"
     args = ["train-prior", str(out), "--data", str(tiny_data), "--resolution", "8", "--steps", "2"]
     sets = ["--set", "unet.base=8", "--set", "unet.mults=[1,2]", "--set", "checkpoint_every=1"]
+    sets += ["--set", "sample_grid=2"]
     r = CliRunner().invoke(app, [*args, *sets, "--batch-size", "4", "--threads", "1"])
     assert r.exit_code == 0, r.output
     card = json.loads((out / "model_card.json").read_text())

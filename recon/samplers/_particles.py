@@ -189,16 +189,41 @@ def gaussian_product_move(
     return mean + w, -0.5 * quad
 
 
-def per_measurement(
-    run_one: Callable[[int, torch.Generator], tuple[Tensor, Tensor, list[float], float]],
-    batch: int,
-    streams: Sequence[torch.Generator],
+def run_clouds(
+    one_measurement: Callable[..., tuple[Tensor, Tensor, list[float], float]],
+    denoiser,
+    y: Tensor,
+    physics,
+    sigmas: Tensor,
+    generator,
+    callback,
     *,
     return_particles: bool,
+    **options,
 ) -> Tensor | ParticleResult:
-    """Run ``run_one(row, stream) -> (cloud, log_w, ess_trace, log_evidence)`` for every
-    measurement (clouds never mix) and :func:`finish`."""
-    outs = [run_one(j, streams[j]) for j in range(batch)]
+    """Run ``one_measurement(denoiser, y_j, physics_j, sigmas, stream_j, callback=..., **options)
+    -> (cloud, log_w, ess_trace, log_evidence)`` for every measurement j, each with its own
+    operator row and random stream (clouds never mix), under ``no_grad``, and :func:`finish`.
+    The callback sees measurement 0's cloud."""
+    from ._steps import make_streams
+    from .baselines import _row_physics
+
+    b = y.shape[0]
+    streams = make_streams(generator, b, y.device)
+    sig = [float(v) for v in sigmas]
+    with torch.no_grad():
+        outs = [
+            one_measurement(
+                denoiser,
+                y[j : j + 1],
+                _row_physics(physics, j, b),
+                sig,
+                streams[j],
+                callback=callback if j == 0 else None,
+                **options,
+            )
+            for j in range(b)
+        ]
     return finish(
         [o[0] for o in outs],
         [o[1] for o in outs],

@@ -95,10 +95,9 @@ from ._particles import (
     ess,
     gaussian_product_move,
     normalize_log_weights,
-    per_measurement,
+    run_clouds,
 )
-from ._steps import Callback, Generators, StepInfo, check_inputs, make_streams, measurement_sigma
-from .baselines import _row_physics
+from ._steps import Callback, Generators, StepInfo, check_inputs, measurement_sigma
 
 
 class AFDPSConfig(BaseModel):
@@ -262,23 +261,17 @@ def sample_afdps(
         resampling=resampling,
         n_cg=n_cg,
     )
-    b = y.shape[0]
-    streams = make_streams(generator, b, y.device)
-    sig = [float(v) for v in sigmas]
-
-    def run_one(j: int, stream: torch.Generator):
-        return _one_measurement(
-            denoiser,
-            y[j : j + 1],
-            _row_physics(physics, j, b),
-            sig,
-            stream,
-            s_y=s_y,
-            n=n_particles,
-            opts=opts,
-            resample=RESAMPLERS[resampling],
-            callback=callback if j == 0 else None,
-        )
-
-    with torch.no_grad():
-        return per_measurement(run_one, b, streams, return_particles=return_particles)
+    return run_clouds(
+        _one_measurement,
+        denoiser,
+        y,
+        physics,
+        sigmas,
+        generator,
+        callback,
+        return_particles=return_particles,
+        s_y=s_y,
+        n=n_particles,
+        opts=opts,
+        resample=RESAMPLERS[resampling],
+    )

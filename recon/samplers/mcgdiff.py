@@ -60,9 +60,9 @@ from ._particles import (
     ParticleResult,
     ess,
     normalize_log_weights,
-    per_measurement,
+    run_clouds,
 )
-from ._steps import Callback, Generators, StepInfo, check_inputs, make_streams, measurement_sigma
+from ._steps import Callback, Generators, StepInfo, check_inputs, measurement_sigma
 from .baselines import _row_physics
 
 
@@ -197,24 +197,19 @@ def sample_mcgdiff(
         svd(_row_physics(physics, 0, b), physics.A_adjoint(y[:1]))
     except TypeError as err:
         raise SamplerInputError(str(err)) from None
-    streams = make_streams(generator, b, y.device)
-    sig = [float(v) for v in sigmas]
-
-    def run_one(j: int, stream: torch.Generator):
-        return _one_measurement(
-            denoiser,
-            y[j : j + 1],
-            _row_physics(physics, j, b),
-            sig,
-            stream,
-            s_y=s_y,
-            n=n_particles,
-            eta=eta,
-            kappa=kappa,
-            threshold=ess_threshold,
-            resample=RESAMPLERS[resampling],
-            callback=callback if j == 0 else None,
-        )
-
-    with torch.no_grad():
-        return per_measurement(run_one, b, streams, return_particles=return_particles)
+    return run_clouds(
+        _one_measurement,
+        denoiser,
+        y,
+        physics,
+        sigmas,
+        generator,
+        callback,
+        return_particles=return_particles,
+        s_y=s_y,
+        n=n_particles,
+        eta=eta,
+        kappa=kappa,
+        threshold=ess_threshold,
+        resample=RESAMPLERS[resampling],
+    )

@@ -45,10 +45,9 @@ from ._particles import (
     ess,
     log_mean_exp,
     normalize_log_weights,
-    per_measurement,
+    run_clouds,
 )
-from ._steps import Callback, Generators, StepInfo, check_inputs, make_streams, measurement_sigma
-from .baselines import _row_physics
+from ._steps import Callback, Generators, StepInfo, check_inputs, measurement_sigma
 
 
 class TDSConfig(BaseModel):
@@ -78,9 +77,7 @@ def _log_twist(
     return x0.detach(), logp.detach(), g
 
 
-def _one_measurement(
-    denoiser, y1, physics, sig, gen, *, s_y, n, c, threshold, resample, callback, row
-):
+def _one_measurement(denoiser, y1, physics, sig, gen, *, s_y, n, c, threshold, resample, callback):
     like = physics.A_adjoint(y1)
     shape = like.shape[1:]
     yn = y1.expand(n, *y1.shape[1:])
@@ -120,7 +117,7 @@ def _one_measurement(
             x, x0, logp, g = x[idx], x0[idx], logp[idx], g[idx]
             log_w = torch.full_like(log_w, -math.log(n))
         if callback is not None:
-            callback(row, StepInfo(i, s, x, x0))
+            callback(StepInfo(i, s, x, x0))
     return x, log_w, ess_trace, log_z
 
 
@@ -162,32 +159,18 @@ def sample_tds(
             "TDS needs sigma_y > 0 (its final weights are the likelihood): set the operator's "
             "sigma_y or pass sigma_y"
         )
-    b = y.shape[0]
-    streams = make_streams(generator, b, y.device)
-    sig = [float(s) for s in sigmas]
-    resample = RESAMPLERS[resampling]
-
-    def run_one(j: int, stream: torch.Generator):
-        cb = None
-        if callback is not None and j == 0:
-
-            def cb(_row, info):
-                callback(info)
-
-        return _one_measurement(
-            denoiser,
-            y[j : j + 1],
-            _row_physics(physics, j, b),
-            sig,
-            stream,
-            s_y=s_y,
-            n=n_particles,
-            c=twist_scale,
-            threshold=ess_threshold,
-            resample=resample,
-            callback=cb,
-            row=j,
-        )
-
-    with torch.no_grad():
-        return per_measurement(run_one, b, streams, return_particles=return_particles)
+    return run_clouds(
+        _one_measurement,
+        denoiser,
+        y,
+        physics,
+        sigmas,
+        generator,
+        callback,
+        return_particles=return_particles,
+        s_y=s_y,
+        n=n_particles,
+        c=twist_scale,
+        threshold=ess_threshold,
+        resample=RESAMPLERS[resampling],
+    )
