@@ -54,6 +54,8 @@ TASKS = {
     "phantom-64": ["mri_x4_singlecoil", "ct_sparse_30"],
 }
 BASELINE = {"digits-32": "digits-gaussian", "phantom-64": "phantom-gaussian"}
+# further data-fitted priors measured on the same tasks
+EXTRA = {"digits-32": ["digits-32-gmm"], "phantom-64": []}
 
 
 def _held_out(resolution: int) -> torch.Tensor:
@@ -150,6 +152,7 @@ def benchmarks(names: list[str], samplers: list[str]) -> None:
 
             shape = scan_image_shape(bench.scan)
             runs = [(s, name) for s in samplers] + [(s, BASELINE[name]) for s in samplers]
+            runs += [(s, extra) for extra in EXTRA[name] for s in samplers]
             runs.append(("tv", BASELINE[name]))
             for sampler, prior in runs:
                 cfg = validate(

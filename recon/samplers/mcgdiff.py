@@ -185,9 +185,11 @@ def sample_mcgdiff(
             :class:`MCGdiffConfig`.
 
     Returns:
-        (B, *x_shape) draws, or a :class:`ParticleResult` (the evidence includes the Gaussian
-        constants of the potentials, so it is an estimate of ``log p(y~)``, i.e. of
-        ``log p(y)`` up to the Jacobian ``sum log s_i`` of the change of variables).
+        (B, *x_shape) draws, or a :class:`ParticleResult`. Its evidence includes the Gaussian
+        constants of the potentials: an estimate of ``log p(y~)``, i.e. of ``log p(y)`` up to
+        the Jacobian ``-sum log s_i``. It is not exact at finite steps: on the 4-d Gaussian
+        test problem (200 steps, 8 x 512 particles) it reads -3.97 +- 0.15 against the exact
+        -3.60 (TDS's evidence is the checked one, tests/test_smc.py).
     """
     del x_init
     check_inputs(y, sigmas)
