@@ -120,6 +120,11 @@ def main() -> None:
             "phantom_seed": SEED,
             "size": SIZE,
         }
+        old = d / "info.json"
+        if old.is_file() and "tuned" in json.loads(old.read_text()):
+            # keep the baselines tuned by scripts/tune_baselines.py (regenerating a set must
+            # not silently drop them: that happened once and broke the recorded TV/DDS numbers)
+            info.setdefault("tuned", json.loads(old.read_text())["tuned"])
         (d / "info.json").write_text(json.dumps(info, indent=2) + "\n")
         origin = (
             f"{N} held-out MNIST test digits (`recon.digits.load_digits('test')[0][:{N}]`, "

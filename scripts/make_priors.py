@@ -139,43 +139,38 @@ def denoise_all() -> None:
 
 
 def benchmarks(names: list[str], samplers: list[str]) -> None:
-    from recon.cli.main import _prior_config  # the CLI's --prior resolution
-    from recon.config import RunConfig, validate
-    from recon.datasets import resolve_benchmark
-    from recon.evaluate import evaluate
+    """Run exactly ``recon evaluate -b SET --sampler S --prior P -o out/prior_eval/...`` (the
+    command a user re-runs to check a card) and record its per-volume/per-image summary."""
+    import subprocess
+    import sys
 
     for name in names:
         table = {}
         for set_name in TASKS[name]:
-            bench = resolve_benchmark(set_name)
-            from recon.io import scan_image_shape
-
-            shape = scan_image_shape(bench.scan)
             runs = [(s, name) for s in samplers] + [(s, BASELINE[name]) for s in samplers]
             runs += [(s, extra) for extra in EXTRA[name] for s in samplers]
             runs.append(("tv", BASELINE[name]))
             for sampler, prior in runs:
-                cfg = validate(
-                    RunConfig,
-                    {
-                        "input": str(bench.scan),
-                        "prior": _prior_config(prior, shape),
-                        "sampler": {"name": sampler},
-                        "seed": 0,
-                    },
-                    source="make_priors",
-                )
                 out = ROOT / "out" / "prior_eval" / f"{set_name}-{sampler}-{prior}"
+                cmd = ["-b", set_name, "--sampler", sampler, "--prior", prior, "-o", str(out)]
                 t = time.perf_counter()
-                summ = evaluate(bench, cfg, out)
+                subprocess.run(
+                    [sys.executable, "-m", "recon.cli.main", "evaluate", *cmd],
+                    check=True,
+                    capture_output=True,
+                )
+                summ = json.loads((out / "results.json").read_text())
                 key = f"{sampler}+{prior}" if sampler != "tv" else "tv"
                 table.setdefault(set_name, {})[key] = {
+                    "command": "recon evaluate " + " ".join(cmd[:-2]),
                     "psnr": round(summ["psnr"]["mean"], 2),
+                    "psnr_std": round(summ["psnr"]["std"], 2),
                     "ssim": round(summ["ssim"]["mean"], 3),
-                    "convention": summ.get("convention"),
+                    "convention": summ["convention_text"],
+                    "n_items": len(summ["items"]),
                     "seconds": round(time.perf_counter() - t, 1),
                 }
-                print(set_name, key, table[set_name][key], flush=True)
+                print(set_name, key, json.dumps(table[set_name][key])[:300], flush=True)
         _update_card(name, "benchmarks", table)
 
 
@@ -183,7 +178,7 @@ def write_manifest() -> None:
     entries = []
     for name, meta in EXACT.items():
         f = PRIORS / f"{name}.safetensors"
-        if not f.is_file():
+        if not f.is_file() or not (PRIORS / f"{name}.json").is_file():
             continue
         card = json.loads((PRIORS / f"{name}.json").read_text())
         entries.append(

@@ -188,7 +188,7 @@ def test_tds_needs_measurement_noise(gauss4):
 # MCGdiff, FPS, AFDPS
 
 
-def _model_posterior_reference(prior, physics, y, sig, s_y, m=100_000):
+def _model_posterior_reference(prior, physics, y, sig, s_y, m=40_000):
     """Importance-sampling reference for the posterior of the discretised model: unconditional
     ancestral draws (DPS with zeta = 0) weighted by the likelihood. Returns mean, std, ESS."""
     x0 = sample_dps(
