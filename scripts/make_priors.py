@@ -174,6 +174,31 @@ def benchmarks(names: list[str], samplers: list[str]) -> None:
         _update_card(name, "benchmarks", table)
 
 
+def collect(names: list[str]) -> None:
+    """Record every finished ``out/prior_eval/SET-SAMPLER-PRIOR`` run of a prior's tasks (e.g.
+    extra DPS runs made by hand with the same ``recon evaluate`` command) into its card."""
+    for name in names:
+        card = json.loads(_card_path(name).read_text())
+        table = card.get("evaluation", {}).get("benchmarks", {})
+        for set_name in TASKS[name]:
+            for res in sorted((ROOT / "out" / "prior_eval").glob(f"{set_name}-*/results.json")):
+                summ = json.loads(res.read_text())
+                if len(summ.get("items", [])) == 0:
+                    continue
+                _, sampler, prior = res.parent.name.split("-", 2)
+                key = f"{sampler}+{prior}" if sampler != "tv" else "tv"
+                cmd = f"recon evaluate -b {set_name} --sampler {sampler} --prior {prior}"
+                table.setdefault(set_name, {})[key] = {
+                    "command": cmd,
+                    "psnr": round(summ["psnr"]["mean"], 2),
+                    "psnr_std": round(summ["psnr"]["std"], 2),
+                    "ssim": round(summ["ssim"]["mean"], 3),
+                    "convention": summ["convention_text"],
+                    "n_items": len(summ["items"]),
+                }
+        _update_card(name, "benchmarks", table)
+
+
 def write_manifest() -> None:
     entries = []
     for name, meta in EXACT.items():
@@ -237,6 +262,7 @@ def main() -> None:
     ap.add_argument("--denoise", action="store_true")
     ap.add_argument("--benchmarks", nargs="*", default=None, metavar="PRIOR")
     ap.add_argument("--samplers", nargs="+", default=["dds", "dps"])
+    ap.add_argument("--collect", nargs="*", default=None, metavar="PRIOR")
     args = ap.parse_args()
     PRIORS.mkdir(parents=True, exist_ok=True)
     if args.fit:
@@ -248,6 +274,8 @@ def main() -> None:
         denoise_all()
     if args.benchmarks is not None:
         benchmarks(args.benchmarks or list(TASKS), args.samplers)
+    if args.collect is not None:
+        collect(args.collect or list(TASKS))
     write_manifest()
     print((PRIORS / "manifest.json").read_text())
 

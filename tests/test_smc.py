@@ -306,8 +306,8 @@ def test_mcgdiff_noiseless_inpainting(gen):
 
 
 def test_mcgdiff_single_coil_mri_fits_the_lines(gen):
-    """Single-coil Cartesian MRI (SVD = orthonormal FFT + mask): sampled k-space ends within a
-    few sigma_y of y; the cloud is finite and the operator unchanged."""
+    """Single-coil Cartesian MRI (SVD = orthonormal FFT + mask): sampled k-space ends at the
+    noise level of y (RMS residual within 3 sigma_y); the operator is unchanged."""
     cfg = O.MRIConfig(img_size=(8, 8), acceleration=2, center_fraction=0.25, sigma_y=0.01)
     physics = O.cast(O.build(cfg), F64)
     shape = (2, 8, 8)
@@ -327,7 +327,9 @@ def test_mcgdiff_single_coil_mri_fits_the_lines(gen):
     )
     assert torch.equal(physics.mask, mask)
     resid = (physics.A(out) - y)[physics.mask.expand_as(y).bool()]
-    assert float(resid.abs().max()) < 5 * 0.01
+    # a posterior draw leaves residuals of about sigma_y on the measured coefficients (the
+    # noise it cannot explain); RMS within 3 sigma_y (the prior's std is 22 sigma_y)
+    assert float(resid.pow(2).mean().sqrt()) < 3 * 0.01
 
 
 def test_mcgdiff_needs_an_svd(gen):
