@@ -89,6 +89,29 @@ def log_mean_exp(log_w: Tensor) -> float:
     return float(torch.logsumexp(log_w, dim=-1) - math.log(log_w.shape[-1]))
 
 
+def reweight(
+    log_w: Tensor,
+    incr: Tensor,
+    arrays: tuple[Tensor, ...],
+    *,
+    threshold: float,
+    resample,
+    generator: torch.Generator,
+    allow: bool = True,
+) -> tuple[Tensor, float, tuple[Tensor, ...]]:
+    """Add incremental log-weights, normalise, and resample ``arrays`` (per-particle tensors,
+    indexed together) when ``ESS < threshold * N`` (and ``allow``); weights are then reset to
+    uniform. Returns ``(log_w, ESS before resampling, arrays)``."""
+    log_w = normalize_log_weights(log_w + incr.to(log_w.dtype))
+    e = float(ess(log_w))
+    n = log_w.numel()
+    if allow and e < threshold * n:
+        idx = resample(log_w, generator=generator)
+        arrays = tuple(a[idx] for a in arrays)
+        log_w = torch.full_like(log_w, -math.log(n))
+    return log_w, e, arrays
+
+
 def draw_index(log_w: Tensor, generator: torch.Generator) -> int:
     """One particle index drawn with probability W_k (from the measurement's own stream)."""
     w = torch.exp(normalize_log_weights(log_w)).double().cpu()

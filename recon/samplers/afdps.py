@@ -92,9 +92,8 @@ from recon.priors.base import Denoiser
 from ._particles import (
     RESAMPLERS,
     ParticleResult,
-    ess,
     gaussian_product_move,
-    normalize_log_weights,
+    reweight,
     run_clouds,
 )
 from ._steps import Callback, Generators, StepInfo, check_inputs, measurement_sigma
@@ -194,14 +193,16 @@ def _one_measurement(denoiser, y1, physics, sig, stream, *, s_y, n, opts, resamp
                     score = (denoiser(x_new, sg) - x_new) / ss**2
                     g_mu = _mu_and_grad(physics, x_new, y1, s2)[1]
                     x_new = x_new + delta * (score - ls * g_mu) + math.sqrt(2 * delta) * randn()
-        log_w = normalize_log_weights(log_w + incr.double())
-        e = float(ess(log_w))
+        log_w, e, (x, x0) = reweight(
+            log_w,
+            incr,
+            (x_new, x0),
+            threshold=opts.ess_threshold,
+            resample=resample,
+            generator=stream,
+            allow=ss > 0,
+        )
         trace.append(e)
-        x = x_new
-        if ss > 0 and e < opts.ess_threshold * n:
-            idx = resample(log_w, generator=stream)
-            x, x0 = x[idx], x0[idx]
-            log_w = torch.full_like(log_w, -math.log(n))
         if callback is not None:
             callback(StepInfo(i, st, x, x0))
     return x, log_w, trace, math.nan

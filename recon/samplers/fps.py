@@ -46,9 +46,8 @@ from recon.priors.base import Denoiser
 from ._particles import (
     RESAMPLERS,
     ParticleResult,
-    ess,
     gaussian_product_move,
-    normalize_log_weights,
+    reweight,
     run_clouds,
 )
 from ._steps import Callback, Generators, StepInfo, check_inputs, measurement_sigma
@@ -105,14 +104,16 @@ def _one_measurement(
         x_new, incr = gaussian_product_move(
             physics, mean, c * ss**2, bridge[i + 1], s_y**2, stream, n_cg=n_cg
         )
-        log_w = normalize_log_weights(log_w + incr.double())
-        e = float(ess(log_w))
+        log_w, e, (x, x0) = reweight(
+            log_w,
+            incr,
+            (x_new, x0),
+            threshold=threshold,
+            resample=resample,
+            generator=stream,
+            allow=ss > 0,
+        )
         trace.append(e)
-        x = x_new
-        if ss > 0 and e < threshold * n:
-            idx = resample(log_w, generator=stream)
-            x, x0 = x[idx], x0[idx]
-            log_w = torch.full_like(log_w, -math.log(n))
         if callback is not None:
             callback(StepInfo(i, st, x, x0))
     return x, log_w, trace, math.nan

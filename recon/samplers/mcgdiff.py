@@ -58,8 +58,8 @@ from recon.priors.base import Denoiser
 from ._particles import (
     RESAMPLERS,
     ParticleResult,
-    ess,
     normalize_log_weights,
+    reweight,
     run_clouds,
 )
 from ._steps import Callback, Generators, StepInfo, check_inputs, measurement_sigma
@@ -139,13 +139,10 @@ def _one_measurement(
         incr = _log_normal(mb, y_t, v + var_s, act) - _log_normal(xb, y_t, var_t, act)
         incr = incr.double()
         log_z += float(torch.logsumexp(log_w + incr, 0))
-        log_w = normalize_log_weights(log_w + incr)
-        e = float(ess(log_w))
+        log_w, e, (mb, x, x0) = reweight(
+            log_w, incr, (mb, x, x0), threshold=threshold, resample=resample, generator=stream
+        )
         trace.append(e)
-        if e < threshold * n:
-            idx = resample(log_w, generator=stream)
-            mb, x, x0 = mb[idx], x[idx], x0[idx]
-            log_w = torch.full_like(log_w, -math.log(n))
         z = randn(bar_shape)
         gain = v / (v + var_s)
         xb_act = gain * y_t + (1 - gain) * mb + torch.sqrt(var_s * gain) * z
