@@ -40,6 +40,20 @@ def _prior(name: str, size: int):
     return to_complex(load(name))
 
 
+def _random_mask(h: int, w: int, n_lines: int, center_fraction: float, *, seed: int):
+    """The ACS block plus ``n_lines - ACS`` other columns drawn uniformly without replacement:
+    a random mask with exactly ``n_lines`` lines (fastMRI's random mask is Bernoulli, so its
+    count varies)."""
+    from operators.masks import _center, num_low_frequencies
+
+    mask = _center(w, num_low_frequencies(w, center_fraction))
+    rest = torch.nonzero(~mask).flatten()
+    g = torch.Generator().manual_seed(seed)
+    pick = rest[torch.randperm(rest.numel(), generator=g)[: n_lines - int(mask.sum())]]
+    mask[pick] = True
+    return mask.float().expand(h, w).clone()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--prior", default="phantom-64")
@@ -68,16 +82,17 @@ def main() -> None:
             full = O.build(O.MRIConfig(img_size=(h, w), mask="given"), mask=torch.ones(h, w))
             ky = full.A(x)[0]
             kspace = torch.complex(ky[0], ky[1])[None]  # (1, H, W)
-            n_lines = None
-            for kind in ("equispaced", "random"):
-                m = O.make_mask(
-                    kind,
-                    (h, w),
-                    acceleration=acc,
-                    center_fraction=args.center_fraction,
-                    seed=100 + i,
-                )
-                n_lines = int(m[0].sum())
+            masks = {}
+            masks["equispaced"] = O.make_mask(
+                "equispaced",
+                (h, w),
+                acceleration=acc,
+                center_fraction=args.center_fraction,
+                seed=100 + i,
+            )
+            n_lines = int(masks["equispaced"][0].sum())
+            masks["random"] = _random_mask(h, w, n_lines, args.center_fraction, seed=100 + i)
+            for kind, m in masks.items():
                 phys = O.build(O.MRIConfig(img_size=(h, w), mask="given"), mask=m)
                 t = time.perf_counter()
                 res = active_subsampling(

@@ -11,8 +11,10 @@ from recon import operators as O
 from recon.metrics import sliced_wasserstein
 from recon.priors import GaussianPrior
 from recon.samplers import SAMPLERS, ParticleResult, sample_afdps, sample_dps, sample_tds
+from recon.samplers import _particles
 from recon.samplers._particles import (
     ess,
+    gaussian_product_move,
     log_mean_exp,
     multinomial_resample,
     normalize_log_weights,
@@ -351,15 +353,17 @@ def test_fps_afdps_need_measurement_noise(name, gauss4):
 
 def test_afdps_approximate_variants_improve_with_steps(gauss4):
     """The paper's rate weights (r dt) and the ODE + Langevin-corrector variant carry an
-    O(step) bias: their mean error to the exact posterior shrinks from 8 to 64 steps."""
+    O(step) bias: the bias of their posterior mean, estimated from 16 independent clouds,
+    shrinks by half from 8 to 64 steps and at 64 steps is within Monte-Carlo error (5 SE per
+    coordinate, the SE from the clouds' spread: a cloud's own weights understate it)."""
     prior, physics, y = gauss4
     exact = prior.posterior(physics, y, sigma_y=0.3).mean[0]
     for kw in (dict(weights="rate"), dict(variant="ode")):
-        err = []
+        bias = []
         for steps in (8, 64):
             r = sample_afdps(
                 prior,
-                y,
+                y.repeat(16, 1),
                 physics,
                 karras(steps, sigma_max=20.0).to(F64),
                 n_particles=2048,
@@ -367,8 +371,11 @@ def test_afdps_approximate_variants_improve_with_steps(gauss4):
                 generator=torch.Generator().manual_seed(1),
                 **kw,
             )
-            err.append(float((r.mean[0] - exact).norm()))
-        assert err[1] < 0.5 * err[0], (kw, err)
+            err = r.mean.mean(0) - exact
+            se = r.mean.std(0) / 4
+            bias.append(float(err.norm()))
+        assert bias[1] < 0.5 * bias[0], (kw, bias)
+        assert bool((err.abs() < 5 * se).all()), (kw, err, se)
 
 
 @pytest.mark.parametrize("name", ["mcgdiff", "fps", "afdps"])
@@ -442,3 +449,50 @@ def test_particle_result_record(name, gauss4):
     assert bool(((r.ess >= 1 - 1e-9) & (r.ess <= 32 + 1e-9)).all())
     for b in range(2):
         assert bool((r.particles[b] == r.sample[b]).all(1).any())
+
+
+def test_gaussian_product_move_matches_dense_algebra(gen):
+    """The perturb-and-solve draw has the product's mean and covariance, and the returned
+    log-marginal equals log N(target; A m, s2 I + v A A^T) up to a particle-free constant."""
+    d, m, v, s2 = 5, 3, 0.7, 0.2
+    a = torch.randn(m, d, generator=gen, dtype=F64)
+    physics = O.from_matrix(a, sigma_y=0.0)
+    mean = torch.randn(1, d, generator=gen, dtype=F64)
+    target = torch.randn(1, m, generator=gen, dtype=F64)
+    prec = torch.eye(d, dtype=F64) / v + a.T @ a / s2
+    cov = torch.linalg.inv(prec)
+    mu = cov @ (mean[0] / v + a.T @ target[0] / s2)
+    n = 40000
+    streams = [torch.Generator().manual_seed(k) for k in range(4)]
+    x, logm = gaussian_product_move(physics, mean.expand(n, d), v, target, s2, streams)
+    se = (torch.diagonal(cov) / n).sqrt()
+    assert bool(((x.mean(0) - mu).abs() < 5 * se).all())
+    emp = torch.cov(x.T)
+    assert float((emp - cov).abs().max()) < 5 * float(torch.diagonal(cov).max()) * (2 / n) ** 0.5
+    # log-marginal: differences between particles (means) equal the dense Gaussian's
+    means = torch.randn(6, d, generator=gen, dtype=F64)
+    _, lm = gaussian_product_move(physics, means, v, target, s2, streams[:1])
+    c = s2 * torch.eye(m, dtype=F64) + v * a @ a.T
+    r = target - means @ a.T
+    dense = -0.5 * (r @ torch.linalg.solve(c, r.T)).diagonal()
+    assert torch.allclose(lm - lm[0], dense - dense[0], atol=1e-10, rtol=0)
+    assert logm.shape == (n,)
+
+
+@pytest.mark.parametrize("name", ["tds", "mcgdiff", "fps", "afdps"])
+def test_clouds_in_groups_equal_one_batch(name, gauss4, monkeypatch):
+    """Measurements' clouds run as one batch, or in groups when memory asks for it (here: one
+    cloud per group): the results agree to rounding (BLAS may sum in another order for another
+    row count; 1e-12, the contract tests' batch-invariance tolerance)."""
+    prior, physics, y = gauss4
+    ys = y.repeat(3, 1) + 0.1 * torch.arange(3, dtype=F64)[:, None]
+    sig = karras(10, sigma_max=20.0).to(F64)
+
+    def run():
+        return SAMPLERS[name][1](
+            prior, ys, physics, sig, n_particles=8, generator=torch.Generator().manual_seed(3)
+        )
+
+    whole = run()
+    monkeypatch.setattr(_particles, "MAX_CLOUD_ELEMENTS", 8)
+    assert torch.allclose(run(), whole, rtol=0, atol=1e-12)

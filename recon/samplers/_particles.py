@@ -1,7 +1,10 @@
 """Particle toolkit shared by the SMC samplers (TDS, MCGdiff, FPS, AFDPS).
 
-A cloud is ``N`` particles with log-weights ``(N,)`` for one measurement; samplers handle one
-measurement's cloud at a time, so clouds of different measurements never mix.
+A cloud is ``N`` particles with log-weights ``(N,)`` for one measurement. The clouds of B
+measurements live in the batch dimension, ``B * N`` rows (measurement b's particles in rows
+``b*N .. b*N + N - 1``) with log-weights ``(B, N)``, so one network call serves every cloud; each
+cloud draws its noise and its resampling from its measurement's own stream and is normalised and
+resampled on its own, so clouds of different measurements never mix.
 
 * normalisation by log-sum-exp (no overflow or NaN for weights spanning any range);
 * effective sample size ``ESS = 1 / sum(W^2)`` of the normalised weights W;
@@ -48,8 +51,8 @@ class ParticleResult:
 
 def normalize_log_weights(log_w: Tensor) -> Tensor:
     """``log W = log w - logsumexp(log w)``; -inf entries stay -inf, all -inf raises."""
-    if not bool(torch.isfinite(log_w).any()):
-        raise FloatingPointError("every particle has zero weight")
+    if not bool(torch.isfinite(log_w).any(dim=-1).all()):
+        raise FloatingPointError("every particle of a cloud has zero weight")
     return log_w - torch.logsumexp(log_w, dim=-1, keepdim=True)
 
 
@@ -84,9 +87,21 @@ def systematic_resample(log_w: Tensor, *, generator: torch.Generator | None) -> 
 RESAMPLERS = {"systematic": systematic_resample, "multinomial": multinomial_resample}
 
 
-def log_mean_exp(log_w: Tensor) -> float:
-    """``log((1/N) sum exp(log_w))`` (stable)."""
-    return float(torch.logsumexp(log_w, dim=-1) - math.log(log_w.shape[-1]))
+def log_mean_exp(log_w: Tensor) -> Tensor:
+    """``log((1/N) sum exp(log_w))`` over the last axis (stable)."""
+    return torch.logsumexp(log_w, dim=-1) - math.log(log_w.shape[-1])
+
+
+def particle_randn(
+    streams: Sequence[torch.Generator], n: int, shape: Sequence[int], like: Tensor
+) -> Tensor:
+    """Standard normal (B * n, *shape): measurement b's ``n`` rows from ``streams[b]`` alone."""
+    return torch.cat(
+        [
+            torch.randn((n, *shape), generator=g, dtype=like.dtype, device=like.device)
+            for g in streams
+        ]
+    )
 
 
 def reweight(
@@ -96,19 +111,33 @@ def reweight(
     *,
     threshold: float,
     resample,
-    generator: torch.Generator,
+    streams: Sequence[torch.Generator],
     allow: bool = True,
-) -> tuple[Tensor, float, tuple[Tensor, ...]]:
-    """Add incremental log-weights, normalise, and resample ``arrays`` (per-particle tensors,
-    indexed together) when ``ESS < threshold * N`` (and ``allow``); weights are then reset to
-    uniform. Returns ``(log_w, ESS before resampling, arrays)``."""
-    log_w = normalize_log_weights(log_w + incr.to(log_w.dtype))
-    e = float(ess(log_w))
-    n = log_w.numel()
-    if allow and e < threshold * n:
-        idx = resample(log_w, generator=generator)
+) -> tuple[Tensor, Tensor, tuple[Tensor, ...]]:
+    """Add incremental log-weights, normalise per measurement, and resample the clouds whose
+    ``ESS < threshold * N`` (when ``allow``); a resampled cloud's weights are reset to uniform.
+
+    Args:
+        log_w: normalised log-weights (B, N).
+        incr: incremental log-weights (B * N,) or (B, N).
+        arrays: per-particle tensors (B * N, ...), indexed together.
+        threshold, resample: the ESS fraction and the resampling function.
+        streams: one stream per measurement (its resampling draws come from it).
+
+    Returns:
+        ``(log_w, ESS before resampling (B,), arrays)``.
+    """
+    b, n = log_w.shape
+    log_w = normalize_log_weights(log_w + incr.reshape(b, n).to(log_w.dtype))
+    e = ess(log_w)
+    low = (e < threshold * n).tolist() if allow else [False] * b
+    if any(low):
+        idx = torch.arange(b * n, device=log_w.device)
+        for j in (j for j in range(b) if low[j]):
+            idx[j * n : (j + 1) * n] = j * n + resample(log_w[j], generator=streams[j])
         arrays = tuple(a[idx] for a in arrays)
-        log_w = torch.full_like(log_w, -math.log(n))
+        rows = torch.tensor(low, device=log_w.device)
+        log_w = torch.where(rows[:, None], torch.full_like(log_w, -math.log(n)), log_w)
     return log_w, e, arrays
 
 
@@ -121,10 +150,10 @@ def draw_index(log_w: Tensor, generator: torch.Generator) -> int:
 
 
 def finish(
-    clouds: Sequence[Tensor],
-    log_weights: Sequence[Tensor],
-    ess_traces: Sequence[Sequence[float]],
-    log_evidence: Sequence[float],
+    particles: Tensor,
+    log_weights: Tensor,
+    ess_trace: Tensor,
+    log_evidence: Tensor,
     streams: Sequence[torch.Generator],
     *,
     return_particles: bool,
@@ -132,30 +161,29 @@ def finish(
     """One particle per measurement drawn ∝ its weight; optionally the :class:`ParticleResult`.
 
     Args:
-        clouds: per measurement, particles (N, *x_shape).
-        log_weights: per measurement, normalised log-weights (N,).
-        ess_traces: per measurement, the ESS after each step.
-        log_evidence: per measurement, the log-evidence estimate (NaN if none).
+        particles: (B, N, *x_shape).
+        log_weights: normalised log-weights (B, N).
+        ess_trace: the ESS after each step, (B, n_steps).
+        log_evidence: the log-evidence estimates (B,) (NaN if none).
         streams: per measurement, its random stream (the draw comes from it).
     """
-    draws = [c[draw_index(lw, g)] for c, lw, g in zip(clouds, log_weights, streams, strict=True)]
-    sample = torch.stack(draws)
+    sample = torch.stack(
+        [particles[j, draw_index(log_weights[j], g)] for j, g in enumerate(streams)]
+    )
     if not return_particles:
         return sample
-    parts = torch.stack(list(clouds))
-    lw = torch.stack(list(log_weights))
-    b, n = lw.shape
-    w = torch.exp(lw).reshape(b, n, *([1] * (parts.ndim - 2))).to(parts.dtype)
-    mean = (w * parts).sum(1)
-    std = (w * (parts - mean[:, None]) ** 2).sum(1).clamp_min(0).sqrt()
+    b, n = log_weights.shape
+    w = torch.exp(log_weights).reshape(b, n, *([1] * (particles.ndim - 2))).to(particles.dtype)
+    mean = (w * particles).sum(1)
+    std = (w * (particles - mean[:, None]) ** 2).sum(1).clamp_min(0).sqrt()
     return ParticleResult(
         sample,
-        parts,
-        lw,
+        particles,
+        log_weights,
         mean,
         std,
-        torch.tensor([list(t) for t in ess_traces], dtype=torch.float64),
-        torch.tensor(list(log_evidence), dtype=torch.float64),
+        ess_trace.double().cpu(),
+        log_evidence.double().cpu(),
     )
 
 
@@ -165,7 +193,7 @@ def gaussian_product_move(
     v: float,
     target: Tensor,
     sigma2: float,
-    generator: torch.Generator,
+    streams: Sequence[torch.Generator],
     *,
     n_cg: int = 30,
 ) -> tuple[Tensor, Tensor]:
@@ -185,35 +213,54 @@ def gaussian_product_move(
     Both solves run as one per-sample CG (rows never mix). ``v = 0`` gives ``x' = mean``.
 
     Args:
-        physics: linear operator (A, A_adjoint).
-        mean: (N, *x_shape); v: prior variance (scalar, >= 0).
-        target: (1 or N, *y_shape); sigma2: likelihood variance (> 0).
-        generator: the measurement's stream.
+        physics: linear operator (A, A_adjoint), shared by all rows.
+        mean: (B * N, *x_shape), measurement b's N particles in rows b*N .. b*N + N - 1;
+            v: prior variance (scalar, >= 0).
+        target: (B * N, *y_shape) or broadcastable; sigma2: likelihood variance (> 0).
+        streams: one stream per measurement (B of them); measurement b's noise comes from
+            ``streams[b]`` alone.
         n_cg: CG iterations (exact after rank(A^T A) + 1 iterations in exact arithmetic).
 
     Returns:
-        x' (N, *x_shape) and the log-marginal (N,) without its constant.
+        x' (B * N, *x_shape) and the log-marginal (B * N,) without its constant.
     """
-    n = mean.shape[0]
+    rows = mean.shape[0]
+    n = rows // len(streams)
     r = target - physics.A(mean)
     if v <= 0:
         return mean.clone(), -0.5 * batch_dot(r, r) / sigma2
     atr = physics.A_adjoint(r) / sigma2
-    xi1 = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
-    xi2 = torch.randn(r.shape, generator=generator, dtype=r.dtype, device=r.device)
+    xi = [
+        (
+            torch.randn((n, *mean.shape[1:]), generator=g, dtype=mean.dtype, device=mean.device),
+            torch.randn((n, *r.shape[1:]), generator=g, dtype=r.dtype, device=r.device),
+        )
+        for g in streams
+    ]
+    xi1 = torch.cat([a for a, _ in xi])
+    xi2 = torch.cat([b for _, b in xi])
     rhs = torch.cat([atr, atr + xi1 / math.sqrt(v) + physics.A_adjoint(xi2) / math.sqrt(sigma2)])
 
     def apply_m(u: Tensor) -> Tensor:
         return u / v + physics.A_adjoint(physics.A(u)) / sigma2
 
     sol = conjugate_gradient(apply_m, rhs, n_iter=n_cg, tol=1e-10)
-    u, w = sol[:n], sol[n:]
+    u, w = sol[:rows], sol[rows:]
     quad = batch_dot(r, r) / sigma2 - batch_dot(atr, u)
     return mean + w, -0.5 * quad
 
 
+#: what a sampler's cloud function returns for B measurements: particles (B * N, *x_shape),
+#: normalised log-weights (B, N), the ESS after each step (B, n_steps), log-evidence (B,)
+CloudOutput = tuple[Tensor, Tensor, Tensor, Tensor]
+
+
+#: the most particle entries (rows x numel of an image) one group of clouds holds at once
+MAX_CLOUD_ELEMENTS = 2**24
+
+
 def run_clouds(
-    one_measurement: Callable[..., tuple[Tensor, Tensor, list[float], float]],
+    clouds: Callable[..., CloudOutput],
     denoiser,
     y: Tensor,
     physics,
@@ -221,37 +268,53 @@ def run_clouds(
     generator,
     callback,
     *,
+    n: int,
     return_particles: bool,
     **options,
 ) -> Tensor | ParticleResult:
-    """Run ``one_measurement(denoiser, y_j, physics_j, sigmas, stream_j, callback=..., **options)
-    -> (cloud, log_w, ess_trace, log_evidence)`` for every measurement j, each with its own
-    operator row and random stream (clouds never mix), under ``no_grad``, and :func:`finish`.
-    The callback sees measurement 0's cloud."""
+    """Run ``clouds(denoiser, y, physics, sigmas, streams, n=n, callback=..., **options)`` on
+    every measurement's cloud under ``no_grad`` and :func:`finish`.
+
+    The clouds of all measurements are one batch of ``B * N`` rows when the operator is shared
+    (a network call serves every cloud); each measurement's particles draw only from its own
+    stream and are weighted and resampled within its own cloud, so clouds never mix and a
+    measurement's result is the same alone or in any batch. Measurements are taken in groups
+    of at most :data:`MAX_CLOUD_ELEMENTS` particle entries (memory); an operator with
+    per-measurement parameters (masks, coil maps) runs cloud by cloud on its row's operator.
+    The callback sees measurement 0's cloud.
+    """
     from ._steps import make_streams
-    from .baselines import _row_physics
+    from .baselines import _has_per_sample_params, _row_physics
 
     b = y.shape[0]
     streams = make_streams(generator, b, y.device)
     sig = [float(v) for v in sigmas]
+    if b == 1 or not _has_per_sample_params(physics, b):
+        numel = physics.A_adjoint(y[:1]).numel()
+        per = max(1, MAX_CLOUD_ELEMENTS // max(n * numel, 1))
+        groups = [(slice(j, min(j + per, b)), physics) for j in range(0, b, per)]
+    else:
+        groups = [(slice(j, j + 1), _row_physics(physics, j, b)) for j in range(b)]
     with torch.no_grad():
         outs = [
-            one_measurement(
+            clouds(
                 denoiser,
-                y[j : j + 1],
-                _row_physics(physics, j, b),
+                y[rows],
+                phys,
                 sig,
-                streams[j],
-                callback=callback if j == 0 else None,
+                streams[rows],
+                n=n,
+                callback=callback if rows.start == 0 else None,
                 **options,
             )
-            for j in range(b)
+            for rows, phys in groups
         ]
+    x = torch.cat([o[0] for o in outs])
     return finish(
-        [o[0] for o in outs],
-        [o[1] for o in outs],
-        [o[2] for o in outs],
-        [o[3] for o in outs],
+        x.reshape(b, n, *x.shape[1:]),
+        torch.cat([o[1] for o in outs]),
+        torch.cat([o[2] for o in outs]),
+        torch.cat([o[3] for o in outs]),
         streams,
         return_particles=return_particles,
     )

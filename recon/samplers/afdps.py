@@ -93,6 +93,7 @@ from ._particles import (
     RESAMPLERS,
     ParticleResult,
     gaussian_product_move,
+    particle_randn,
     reweight,
     run_clouds,
 )
@@ -123,9 +124,11 @@ def _mu_and_grad(physics, x: Tensor, y1: Tensor, s2: float) -> tuple[Tensor, Ten
     return 0.5 * batch_dot(r, r) / s2, -physics.A_adjoint(r) / s2
 
 
-def _norm_sq(physics, like: Tensor, stream: torch.Generator, n_iter: int = 30) -> float:
-    """||A||^2 (largest eigenvalue of A^T A) by power iteration on the measurement's stream."""
-    u = torch.randn(like.shape, generator=stream, dtype=like.dtype, device=like.device)
+def _norm_sq(physics, like: Tensor, n_iter: int = 30) -> float:
+    """||A||^2 (largest eigenvalue of A^T A) by power iteration from a fixed start (seed 0):
+    a property of the operator, the same for every measurement and run."""
+    gen = torch.Generator(like.device).manual_seed(0)
+    u = torch.randn(like.shape, generator=gen, dtype=like.dtype, device=like.device)
     lam = 0.0
     for _ in range(n_iter):
         u = u / batch_dot(u, u).sqrt().clamp_min(1e-300)[0]
@@ -135,42 +138,44 @@ def _norm_sq(physics, like: Tensor, stream: torch.Generator, n_iter: int = 30) -
     return max(lam, 1e-300)
 
 
-def _one_measurement(denoiser, y1, physics, sig, stream, *, s_y, n, opts, resample, callback):
-    like = physics.A_adjoint(y1)
+def _clouds(denoiser, y, physics, sig, streams, *, n, s_y, opts, resample, callback):
+    b = y.shape[0]
+    like = physics.A_adjoint(y[:1])
     dt, dev = like.dtype, like.device
     s2 = s_y**2
-    shape = (n, *like.shape[1:])
-    rho = _norm_sq(physics, like, stream) if opts.tempering == "noise" else 0.0
+    rows = b * n
+    yn = y.repeat_interleave(n, dim=0)
+    rho = _norm_sq(physics, like) if opts.tempering == "noise" else 0.0
 
     def lam(sigma: float) -> float:  # likelihood exponent lambda(sigma), 1 at sigma = 0
         return s2 / (s2 + rho * sigma**2)
 
-    def randn():
-        return torch.randn(shape, generator=stream, dtype=dt, device=dev)
+    def randn() -> Tensor:
+        return particle_randn(streams, n, like.shape[1:], like)
 
     # Q_T = N(0, sigma_T^2 I) L^lambda_T: an exact Gaussian draw, equal weights
     x, _ = gaussian_product_move(
         physics,
-        torch.zeros(shape, dtype=dt, device=dev),
+        torch.zeros((rows, *like.shape[1:]), dtype=dt, device=dev),
         sig[0] ** 2,
-        y1,
+        yn,
         s2 / lam(sig[0]),
-        stream,
+        streams,
         n_cg=opts.n_cg,
     )
-    log_w = torch.full((n,), -math.log(n), dtype=torch.float64, device=dev)
+    log_w = torch.full((b, n), -math.log(n), dtype=torch.float64, device=dev)
     trace = []
     for i in range(len(sig) - 1):
         st, ss = sig[i], sig[i + 1]
         lt, ls = lam(st), lam(ss)
-        x0 = denoiser(x, torch.full((n,), st, dtype=dt, device=dev))
-        mu, grad = _mu_and_grad(physics, x, y1, s2)
+        x0 = denoiser(x, torch.full((rows,), st, dtype=dt, device=dev))
+        mu, grad = _mu_and_grad(physics, x, yn, s2)
         if opts.variant == "sde":
             ratio = ss**2 / st**2
             m = x0 + ratio * (x - x0)
             v = ss**2 * (1 - ratio)
             x_new, log_marg = gaussian_product_move(
-                physics, m, v, y1, s2 / ls, stream, n_cg=opts.n_cg
+                physics, m, v, yn, s2 / ls, streams, n_cg=opts.n_cg
             )
             if opts.weights == "exact" or ss == 0:  # the last step (x0_hat) is always exact
                 incr = log_marg + lt * mu
@@ -183,15 +188,15 @@ def _one_measurement(denoiser, y1, physics, sig, stream, *, s_y, n, opts, resamp
         else:
             x_new = x0 + (ss / st) * (x - x0)
             if ss == 0:
-                incr = -_mu_and_grad(physics, x_new, y1, s2)[0] + lt * mu
+                incr = -_mu_and_grad(physics, x_new, yn, s2)[0] + lt * mu
             else:
                 incr = -lt * batch_dot(x_new - x, grad) - (ls - lt) * mu
                 # Langevin on Q_s; the step is scaled by the curvature 1/sigma^2 + lambda rho/s2
                 delta = opts.corrector_step / (1 / ss**2 + ls * rho / s2)
                 for _ in range(opts.n_corrector):
-                    sg = torch.full((n,), ss, dtype=dt, device=dev)
+                    sg = torch.full((rows,), ss, dtype=dt, device=dev)
                     score = (denoiser(x_new, sg) - x_new) / ss**2
-                    g_mu = _mu_and_grad(physics, x_new, y1, s2)[1]
+                    g_mu = _mu_and_grad(physics, x_new, yn, s2)[1]
                     x_new = x_new + delta * (score - ls * g_mu) + math.sqrt(2 * delta) * randn()
         log_w, e, (x, x0) = reweight(
             log_w,
@@ -199,13 +204,13 @@ def _one_measurement(denoiser, y1, physics, sig, stream, *, s_y, n, opts, resamp
             (x_new, x0),
             threshold=opts.ess_threshold,
             resample=resample,
-            generator=stream,
+            streams=streams,
             allow=ss > 0,
         )
         trace.append(e)
         if callback is not None:
-            callback(StepInfo(i, st, x, x0))
-    return x, log_w, trace, math.nan
+            callback(StepInfo(i, st, x[:n], x0[:n]))
+    return x, log_w, torch.stack(trace, dim=1), torch.full((b,), math.nan, dtype=torch.float64)
 
 
 def sample_afdps(
@@ -263,7 +268,7 @@ def sample_afdps(
         n_cg=n_cg,
     )
     return run_clouds(
-        _one_measurement,
+        _clouds,
         denoiser,
         y,
         physics,
@@ -271,8 +276,8 @@ def sample_afdps(
         generator,
         callback,
         return_particles=return_particles,
-        s_y=s_y,
         n=n_particles,
+        s_y=s_y,
         opts=opts,
         resample=RESAMPLERS[resampling],
     )

@@ -47,6 +47,7 @@ from ._particles import (
     RESAMPLERS,
     ParticleResult,
     gaussian_product_move,
+    particle_randn,
     reweight,
     run_clouds,
 )
@@ -66,43 +67,39 @@ class FPSConfig(BaseModel):
     return_particles: bool = Field(False, description="return a ParticleResult")
 
 
-def _one_measurement(
-    denoiser, y1, physics, sig, stream, *, s_y, n, c, threshold, resample, n_cg, callback
-):
-    like = physics.A_adjoint(y1)
+def _clouds(denoiser, y, physics, sig, streams, *, n, s_y, c, threshold, resample, n_cg, callback):
+    b = y.shape[0]
+    like = physics.A_adjoint(y)
     dt, dev = like.dtype, like.device
 
-    def randn(shape):
-        return torch.randn(shape, generator=stream, dtype=dt, device=dev)
+    def a_noise() -> Tensor:  # A z, one z per measurement from its own stream
+        return physics.A(particle_randn(streams, 1, like.shape[1:], like))
 
     # 1. the measurement bridge y_T, ..., y_0 = y (one draw per measurement)
-    bridge = [y1 + sig[0] * physics.A(randn(like.shape))]
+    bridge = [y + sig[0] * a_noise()]
     for i in range(len(sig) - 1):
         st, ss = sig[i], sig[i + 1]
-        nxt = (
-            y1
-            + math.sqrt(1 - c) * (ss / st) * (bridge[-1] - y1)
-            + math.sqrt(c) * ss * physics.A(randn(like.shape))
-        )
+        nxt = y + math.sqrt(1 - c) * (ss / st) * (bridge[-1] - y) + math.sqrt(c) * ss * a_noise()
         bridge.append(nxt)
+    bridge = [t.repeat_interleave(n, dim=0) for t in bridge]
     # initial cloud: N(0, sigma_T^2) times N(y_T; A x, sigma_y^2)
     x, _ = gaussian_product_move(
         physics,
-        torch.zeros((n, *like.shape[1:]), dtype=dt, device=dev),
+        torch.zeros((b * n, *like.shape[1:]), dtype=dt, device=dev),
         sig[0] ** 2,
         bridge[0],
         s_y**2,
-        stream,
+        streams,
         n_cg=n_cg,
     )
-    log_w = torch.full((n,), -math.log(n), dtype=torch.float64, device=dev)
+    log_w = torch.full((b, n), -math.log(n), dtype=torch.float64, device=dev)
     trace = []
     for i in range(len(sig) - 1):
         st, ss = sig[i], sig[i + 1]
-        x0 = denoiser(x, torch.full((n,), st, dtype=dt, device=dev))
+        x0 = denoiser(x, torch.full((b * n,), st, dtype=dt, device=dev))
         mean = x0 + math.sqrt(1 - c) * (ss / st) * (x - x0)
         x_new, incr = gaussian_product_move(
-            physics, mean, c * ss**2, bridge[i + 1], s_y**2, stream, n_cg=n_cg
+            physics, mean, c * ss**2, bridge[i + 1], s_y**2, streams, n_cg=n_cg
         )
         log_w, e, (x, x0) = reweight(
             log_w,
@@ -110,13 +107,13 @@ def _one_measurement(
             (x_new, x0),
             threshold=threshold,
             resample=resample,
-            generator=stream,
+            streams=streams,
             allow=ss > 0,
         )
         trace.append(e)
         if callback is not None:
-            callback(StepInfo(i, st, x, x0))
-    return x, log_w, trace, math.nan
+            callback(StepInfo(i, st, x[:n], x0[:n]))
+    return x, log_w, torch.stack(trace, dim=1), torch.full((b,), math.nan, dtype=torch.float64)
 
 
 def sample_fps(
@@ -159,7 +156,7 @@ def sample_fps(
             "sigma_y or pass sigma_y"
         )
     return run_clouds(
-        _one_measurement,
+        _clouds,
         denoiser,
         y,
         physics,
@@ -167,8 +164,8 @@ def sample_fps(
         generator,
         callback,
         return_particles=return_particles,
-        s_y=s_y,
         n=n_particles,
+        s_y=s_y,
         c=c_rate,
         threshold=ess_threshold,
         resample=RESAMPLERS[resampling],

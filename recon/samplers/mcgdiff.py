@@ -58,7 +58,9 @@ from recon.priors.base import Denoiser
 from ._particles import (
     RESAMPLERS,
     ParticleResult,
+    log_mean_exp,
     normalize_log_weights,
+    particle_randn,
     reweight,
     run_clouds,
 )
@@ -90,16 +92,18 @@ def _augment(sig: list[float], taus: Tensor) -> list[float]:
     return sorted(set(sig) | set(extra), reverse=True)
 
 
-def _one_measurement(
-    denoiser, y1, physics, sig, stream, *, s_y, n, eta, kappa, threshold, resample, callback
+def _clouds(
+    denoiser, y, physics, sig, streams, *, n, s_y, eta, kappa, threshold, resample, callback
 ):
-    like = physics.A_adjoint(y1)
+    b = y.shape[0]
+    like = physics.A_adjoint(y[:1])
     dec = svd(physics, like)
     dt, dev = like.dtype, like.device
     s = dec.s.to(dt)
     obs = s > 1e-12 * float(s.max().clamp_min(1e-300))
     safe_s = torch.where(obs, s, torch.ones_like(s))
-    y_t = torch.where(obs, dec.u_adjoint(y1).to(dt) / safe_s, torch.zeros_like(s))
+    y_b = torch.where(obs, dec.u_adjoint(y).to(dt) / safe_s, torch.zeros_like(s))  # (B, ...)
+    y_t = y_b.repeat_interleave(n, dim=0)  # each particle's rescaled observation
     tau = torch.where(obs, s_y / safe_s, torch.full_like(s, math.inf))
     sig = _augment(sig, tau[obs])
     s_T = sig[0]
@@ -110,46 +114,45 @@ def _one_measurement(
     def pot_var(level: float) -> Tensor:
         return (level**2 - torch.where(filt, tau, torch.zeros_like(tau)) ** 2).clamp_min(0) + kap
 
-    def randn(shape):
-        return torch.randn(shape, generator=stream, dtype=dt, device=dev)
+    def randn() -> Tensor:
+        return particle_randn(streams, n, s.shape[1:], like)
 
-    bar_shape = (n, *s.shape[1:])
     # initial cloud: N(0, sigma_T^2) times the potentials at T (exact Gaussian product)
     var_T = pot_var(s_T)
     k0 = s_T**2 / (s_T**2 + var_T)
-    z = randn(bar_shape)
+    z = randn()
     xb = torch.where(filt, k0 * y_t + torch.sqrt(var_T * k0) * z, s_T * z)
-    log_z = float(_log_normal(y_t, torch.zeros_like(y_t), s_T**2 + var_T, filt)[0])
-    log_w = torch.zeros(n, dtype=torch.float64, device=dev)
+    log_z = _log_normal(y_b, torch.zeros_like(y_b), s_T**2 + var_T, filt).double()
+    log_w = torch.zeros((b, n), dtype=torch.float64, device=dev)
     if bool(early.any()):
         v_early = torch.where(early, tau**2 - s_T**2, torch.ones_like(tau)).clamp_min(kappa)
-        log_w = log_w + _log_normal(y_t, xb, v_early, early).double()
-    log_z += float(torch.logsumexp(log_w, 0) - math.log(n))
+        log_w = log_w + _log_normal(y_t, xb, v_early, early).double().reshape(b, n)
+    log_z = log_z + log_mean_exp(log_w)
     log_w = normalize_log_weights(log_w)
     trace = []
     for i in range(len(sig) - 1):
         st, ss = sig[i], sig[i + 1]
         x = dec.v(xb)
-        x0 = denoiser(x, torch.full((n,), st, dtype=dt, device=dev))
+        x0 = denoiser(x, torch.full((x.shape[0],), st, dtype=dt, device=dev))
         v = eta**2 * ss**2 * (st**2 - ss**2) / st**2
         m = x0 + math.sqrt(max(ss**2 - v, 0.0)) / st * (x - x0)
         mb = dec.v_adjoint(m)
         act = filt & (tau <= ss * (1 + 1e-9))
         var_s, var_t = pot_var(ss), pot_var(st)
         incr = _log_normal(mb, y_t, v + var_s, act) - _log_normal(xb, y_t, var_t, act)
-        incr = incr.double()
-        log_z += float(torch.logsumexp(log_w + incr, 0))
+        incr = incr.double().reshape(b, n)
+        log_z = log_z + torch.logsumexp(log_w + incr, dim=1)
         log_w, e, (mb, x, x0) = reweight(
-            log_w, incr, (mb, x, x0), threshold=threshold, resample=resample, generator=stream
+            log_w, incr, (mb, x, x0), threshold=threshold, resample=resample, streams=streams
         )
         trace.append(e)
-        z = randn(bar_shape)
+        z = randn()
         gain = v / (v + var_s)
         xb_act = gain * y_t + (1 - gain) * mb + torch.sqrt(var_s * gain) * z
         xb = torch.where(act, xb_act, mb + math.sqrt(v) * z)
         if callback is not None:
-            callback(StepInfo(i, st, x, x0))
-    return dec.v(xb), log_w, trace, log_z
+            callback(StepInfo(i, st, x[:n], x0[:n]))
+    return dec.v(xb), log_w, torch.stack(trace, dim=1), log_z
 
 
 def sample_mcgdiff(
@@ -197,7 +200,7 @@ def sample_mcgdiff(
     except TypeError as err:
         raise SamplerInputError(str(err)) from None
     return run_clouds(
-        _one_measurement,
+        _clouds,
         denoiser,
         y,
         physics,
@@ -205,8 +208,8 @@ def sample_mcgdiff(
         generator,
         callback,
         return_particles=return_particles,
-        s_y=s_y,
         n=n_particles,
+        s_y=s_y,
         eta=eta,
         kappa=kappa,
         threshold=ess_threshold,

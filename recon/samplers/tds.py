@@ -42,9 +42,10 @@ from recon.priors.base import Denoiser
 from ._particles import (
     RESAMPLERS,
     ParticleResult,
-    ess,
     log_mean_exp,
     normalize_log_weights,
+    particle_randn,
+    reweight,
     run_clouds,
 )
 from ._steps import Callback, Generators, StepInfo, check_inputs, measurement_sigma
@@ -65,7 +66,7 @@ class TDSConfig(BaseModel):
 def _log_twist(
     denoiser: Denoiser, x: Tensor, sigma: float, y: Tensor, physics, var: float, grad: bool
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """x0_hat, log p~(y | x) per particle (N,), and its gradient w.r.t. x if asked."""
+    """x0_hat, log p~(y | x) per particle (rows,), and its gradient w.r.t. x if asked."""
     with torch.enable_grad():
         xg = x.detach().requires_grad_(grad)
         s = torch.full((x.shape[0],), sigma, dtype=x.dtype, device=x.device)
@@ -77,17 +78,18 @@ def _log_twist(
     return x0.detach(), logp.detach(), g
 
 
-def _one_measurement(denoiser, y1, physics, sig, gen, *, s_y, n, c, threshold, resample, callback):
-    like = physics.A_adjoint(y1)
+def _clouds(denoiser, y, physics, sig, streams, *, n, s_y, c, threshold, resample, callback):
+    b = y.shape[0]
+    like = physics.A_adjoint(y[:1])
     shape = like.shape[1:]
-    yn = y1.expand(n, *y1.shape[1:])
-    x = sig[0] * torch.randn((n, *shape), generator=gen, dtype=like.dtype, device=like.device)
+    yn = y.repeat_interleave(n, dim=0)
+    x = sig[0] * particle_randn(streams, n, shape, like)
     var0 = s_y**2 + c * sig[0] ** 2
     x0, logp, g = _log_twist(denoiser, x, sig[0], yn, physics, var0, True)
-    log_w = logp.clone()  # x_T ~ p(x_T): initial weight p~_T(y | x_T)
+    log_w = logp.reshape(b, n).double()  # x_T ~ p(x_T): initial weight p~_T(y | x_T)
     log_z = log_mean_exp(log_w)
     log_w = normalize_log_weights(log_w)
-    ess_trace = []
+    trace = []
     for i in range(len(sig) - 1):
         s, s_next = sig[i], sig[i + 1]
         if s_next > 0:
@@ -95,8 +97,7 @@ def _one_measurement(denoiser, y1, physics, sig, gen, *, s_y, n, c, threshold, r
             mean = x0 + ratio * (x - x0)
             v = s_next**2 * (1 - ratio)
             prop_mean = mean + v * g
-            z = torch.randn(x.shape, generator=gen, dtype=x.dtype, device=x.device)
-            x_new = prop_mean + math.sqrt(v) * z
+            x_new = prop_mean + math.sqrt(v) * particle_randn(streams, n, shape, like)
             # log p(x_new | x) - log q(x_new | x), Gaussian with common variance v
             log_p = -0.5 * batch_dot(x_new - mean, x_new - mean) / v
             log_q = -0.5 * batch_dot(x_new - prop_mean, x_new - prop_mean) / v
@@ -106,19 +107,22 @@ def _one_measurement(denoiser, y1, physics, sig, gen, *, s_y, n, c, threshold, r
             x_new = x0
             log_p = log_q = torch.zeros_like(logp)
             x0_new, logp_new, g_new = _log_twist(denoiser, x_new, 0.0, yn, physics, s_y**2, False)
-        incr = log_p - log_q + logp_new - logp
-        log_z += float(torch.logsumexp(log_w + incr, dim=0))
-        log_w = normalize_log_weights(log_w + incr)
-        x, x0, logp, g = x_new, x0_new, logp_new, g_new
-        e = float(ess(log_w))
-        ess_trace.append(e)
-        if s_next > 0 and e < threshold * n:
-            idx = resample(log_w, generator=gen)
-            x, x0, logp, g = x[idx], x0[idx], logp[idx], g[idx]
-            log_w = torch.full_like(log_w, -math.log(n))
+        incr = (log_p - log_q + logp_new - logp).reshape(b, n).double()
+        log_z = log_z + torch.logsumexp(log_w + incr, dim=1)
+        arrays = (x_new, x0_new, logp_new, g_new if g_new is not None else x_new)
+        log_w, e, (x, x0, logp, g) = reweight(
+            log_w,
+            incr,
+            arrays,
+            threshold=threshold,
+            resample=resample,
+            streams=streams,
+            allow=s_next > 0,
+        )
+        trace.append(e)
         if callback is not None:
-            callback(StepInfo(i, s, x, x0))
-    return x, log_w, ess_trace, log_z
+            callback(StepInfo(i, s, x[:n], x0[:n]))
+    return x, log_w, torch.stack(trace, dim=1), log_z
 
 
 def sample_tds(
@@ -160,7 +164,7 @@ def sample_tds(
             "sigma_y or pass sigma_y"
         )
     return run_clouds(
-        _one_measurement,
+        _clouds,
         denoiser,
         y,
         physics,
@@ -168,8 +172,8 @@ def sample_tds(
         generator,
         callback,
         return_particles=return_particles,
-        s_y=s_y,
         n=n_particles,
+        s_y=s_y,
         c=twist_scale,
         threshold=ess_threshold,
         resample=RESAMPLERS[resampling],
