@@ -4,8 +4,10 @@ For each slice of ``data/benchmarks/mri_x4_singlecoil`` (its ground-truth phanto
 sampled single-coil k-space is simulated from them, noiseless) and each acceleration, three
 masks with the same number of k-space lines are compared:
 
-* ``equispaced`` and ``random``: recon's fastMRI-style masks (ACS block + lines);
-* ``ads``: the same ACS block, the remaining lines chosen actively during sampling.
+* ``equispaced``: recon's fastMRI-style equispaced mask (ACS block + equispaced lines);
+* ``random``: the same ACS block plus uniformly random lines, exactly as many as equispaced
+  (fastMRI's random mask is Bernoulli, its line count varies: not a like-for-like comparison);
+* ``ads``: the same ACS block, the same number of lines chosen actively during sampling.
 
 Every mask is reconstructed by the same particle DPS sampler (``recon.active``, budget 0 for
 the fixed masks), the particle mean is scored against the truth (fastMRI convention: per
@@ -44,7 +46,7 @@ def _random_mask(h: int, w: int, n_lines: int, center_fraction: float, *, seed: 
     """The ACS block plus ``n_lines - ACS`` other columns drawn uniformly without replacement:
     a random mask with exactly ``n_lines`` lines (fastMRI's random mask is Bernoulli, so its
     count varies)."""
-    from operators.masks import _center, num_low_frequencies
+    from recon.operators.masks import _center, num_low_frequencies
 
     mask = _center(w, num_low_frequencies(w, center_fraction))
     rest = torch.nonzero(~mask).flatten()

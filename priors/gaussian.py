@@ -429,36 +429,80 @@ class GaussianMixturePrior:
     def weights(self) -> Tensor:
         return self.log_weights.exp()
 
+    def _diagonals(self) -> Tensor | None:
+        """(K, d) covariance diagonals when every component is diagonal, else None."""
+        if not hasattr(self, "_diag_cache"):
+            diags = []
+            for c in self.covs:
+                if c.kind == "woodbury" and c.rank == 0:
+                    diags.append(c.D.expand(self.dim))
+                elif c.kind == "spectral" and c.rank == 0:
+                    diags.append(torch.full((self.dim,), c.iso, dtype=torch.float64))
+                else:
+                    diags = None
+                    break
+            self._diag_cache = torch.stack(diags).to(self.means.device) if diags else None
+        return self._diag_cache
+
+    def _diag_parts(self, xf: Tensor, s2: Tensor) -> tuple[Tensor, Tensor]:
+        """Diagonal mixtures: log responsibilities (B, K) and ``sum_k r_k (Sigma_k + s2)^-1
+        (x - mu_k)`` (B, d) by four GEMMs per distinct noise level (no (B, K, d) tensor)."""
+        diag = self._diagonals()
+
+        def parts(x: Tensor, u: float) -> tuple[Tensor, Tensor]:
+            inv = 1.0 / (diag + u)  # (K, d)
+            mi = self.means * inv
+            quad = (x * x) @ inv.T - 2 * x @ mi.T + (self.means * mi).sum(1)
+            logdet = torch.log(diag + u).sum(1)
+            lr = self.log_weights - 0.5 * (quad + logdet + self.dim * _LOG2PI)
+            r = torch.softmax(lr, dim=1)
+            return lr, x * (r @ inv) - r @ mi
+
+        levels = torch.unique(s2).tolist()
+        if len(levels) == 1:
+            return parts(xf, levels[0])
+        log_r = xf.new_zeros(xf.shape[0], self.n_components)
+        sol = torch.zeros_like(xf)
+        for u in levels:
+            rows = s2 == u
+            lr, so = parts(xf[rows], u)
+            log_r = log_r.index_put((rows,), lr)
+            sol = sol.index_put((rows,), so)
+        return log_r, sol
+
     def _log_resp(self, xf: Tensor, s2: Tensor) -> Tensor:
         """Unnormalised log responsibilities (B, K) of the noised mixture."""
+        if self._diagonals() is not None:
+            return self._diag_parts(xf, s2)[0]
         cols = [
             self.log_weights[k] + _gaussian_logpdf(xf, self.means[k], self.covs[k], s2)
             for k in range(self.n_components)
         ]
         return torch.stack(cols, dim=1)
 
-    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
-        """Exact ``E[x0 | x]``; x (B, *shape), sigma (B,)."""
-        s = as_sigma(sigma, x).double()
-        s2 = s**2
-        xf = _flat(x).double()
+    def _solve(self, xf: Tensor, s2: Tensor) -> Tensor:
+        """``sum_k r_k(x) (Sigma_k + s2 I)^-1 (x - mu_k)`` (B, d): minus the noised score."""
+        if self._diagonals() is not None:
+            return self._diag_parts(xf, s2)[1]
         resp = torch.softmax(self._log_resp(xf, s2), dim=1)  # (B, K)
         out = torch.zeros_like(xf)
         for k in range(self.n_components):
-            dk = xf - s2[:, None] * self.covs[k].solve_shifted(xf - self.means[k], s2)
-            out = out + resp[:, k : k + 1] * dk
+            out = out + resp[:, k : k + 1] * self.covs[k].solve_shifted(xf - self.means[k], s2)
+        return out
+
+    def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """Exact ``E[x0 | x] = x - sigma^2 grad log p_sigma(x)``; x (B, *shape), sigma (B,)."""
+        s = as_sigma(sigma, x).double()
+        s2 = s**2
+        xf = _flat(x).double()
+        out = xf - s2[:, None] * self._solve(xf, s2)
         return out.to(x.dtype).reshape(x.shape)
 
     def score(self, x: Tensor, sigma: Tensor) -> Tensor:
         """``grad_x log p_sigma(x)``, shaped like x."""
         s = as_sigma(sigma, x).double()
-        s2 = s**2
         xf = _flat(x).double()
-        resp = torch.softmax(self._log_resp(xf, s2), dim=1)
-        out = torch.zeros_like(xf)
-        for k in range(self.n_components):
-            out = out - resp[:, k : k + 1] * self.covs[k].solve_shifted(xf - self.means[k], s2)
-        return out.to(x.dtype).reshape(x.shape)
+        return (-self._solve(xf, s**2)).to(x.dtype).reshape(x.shape)
 
     def log_prob(self, x: Tensor, sigma: Tensor | float = 0.0) -> Tensor:
         """``log p_sigma(x)`` per sample, (B,), float64."""
@@ -481,6 +525,7 @@ class GaussianMixturePrior:
         self.means = self.means.to(device)
         for c in self.covs:
             c.to(device)
+        self.__dict__.pop("_diag_cache", None)
         return self
 
     def posterior(
