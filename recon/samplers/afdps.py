@@ -105,7 +105,9 @@ class AFDPSConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: Literal["afdps"] = "afdps"
-    n_particles: int = Field(16, ge=1, description="particles per measurement")
+    n_particles: int = Field(
+        64, ge=1, description="particles per measurement (64: near the exact floor on d = 8)"
+    )
     variant: Literal["sde", "ode"] = "sde"
     weights: Literal["exact", "rate"] = Field("exact", description="sde: FK ratio or r dt")
     tempering: Literal["noise", "none"] = Field(
@@ -223,7 +225,7 @@ def sample_afdps(
     generator: Generators = None,
     callback: Callback = None,
     sigma_y: float | None = None,
-    n_particles: int = 16,
+    n_particles: int = 64,
     variant: str = "sde",
     weights: str = "exact",
     tempering: str = "noise",

@@ -56,7 +56,9 @@ class TDSConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     name: Literal["tds"] = "tds"
-    n_particles: int = Field(16, ge=1, description="particles per measurement")
+    n_particles: int = Field(
+        64, ge=1, description="particles per measurement (64: near the exact floor on d = 8)"
+    )
     twist_scale: float = Field(1.0, ge=0.0, description="c: twisting variance sigma_y^2+c sigma^2")
     ess_threshold: float = Field(0.5, ge=0.0, le=1.0, description="resample when ESS < this N")
     resampling: Literal["systematic", "multinomial"] = "systematic"
@@ -135,7 +137,7 @@ def sample_tds(
     generator: Generators = None,
     callback: Callback = None,
     sigma_y: float | None = None,
-    n_particles: int = 16,
+    n_particles: int = 64,
     twist_scale: float = 1.0,
     ess_threshold: float = 0.5,
     resampling: str = "systematic",
