@@ -62,12 +62,15 @@ def ess(log_w: Tensor) -> Tensor:
     return torch.exp(-torch.logsumexp(2 * lw, dim=-1))
 
 
+def _gen_device(generator: torch.Generator | None, fallback: torch.device) -> torch.device:
+    return generator.device if generator is not None else fallback
+
+
 def multinomial_resample(log_w: Tensor, *, generator: torch.Generator | None) -> Tensor:
-    """Indices (N,) drawn i.i.d. from the normalised weights."""
+    """Indices (N,) drawn i.i.d. from the normalised weights (on the stream's device)."""
     w = torch.exp(normalize_log_weights(log_w)).double()
-    return torch.multinomial(w.cpu(), w.numel(), replacement=True, generator=generator).to(
-        log_w.device
-    )
+    w = w.to(_gen_device(generator, w.device))
+    return torch.multinomial(w, w.numel(), replacement=True, generator=generator).to(log_w.device)
 
 
 def systematic_resample(log_w: Tensor, *, generator: torch.Generator | None) -> Tensor:
@@ -79,7 +82,8 @@ def systematic_resample(log_w: Tensor, *, generator: torch.Generator | None) -> 
     w = torch.exp(normalize_log_weights(log_w)).double().cpu()
     cdf = torch.cumsum(w, 0)
     cdf[-1] = 1.0
-    u = float(torch.rand(1, generator=generator, dtype=torch.float64))
+    dev = _gen_device(generator, torch.device("cpu"))
+    u = float(torch.rand(1, generator=generator, dtype=torch.float64, device=dev))
     points = (u + torch.arange(n, dtype=torch.float64)) / n
     return torch.searchsorted(cdf, points).clamp(max=n - 1).to(log_w.device)
 
@@ -143,10 +147,8 @@ def reweight(
 
 def draw_index(log_w: Tensor, generator: torch.Generator) -> int:
     """One particle index drawn with probability W_k (from the measurement's own stream)."""
-    w = torch.exp(normalize_log_weights(log_w)).double().cpu()
-    return int(
-        torch.multinomial(w, 1, generator=generator if generator.device.type == "cpu" else None)
-    )
+    w = torch.exp(normalize_log_weights(log_w)).double().to(generator.device)
+    return int(torch.multinomial(w, 1, generator=generator))
 
 
 def finish(
