@@ -65,6 +65,11 @@ def main() -> None:
     ap.add_argument("--center-fraction", type=float, default=0.08)
     ap.add_argument("--zeta", type=float, default=0.5)
     ap.add_argument("--slices", type=int, default=6)
+    ap.add_argument(
+        "--hard-consistency",
+        action="store_true",
+        help="replace the measured k-space of every final particle by the data (all masks)",
+    )
     args = ap.parse_args()
     info = fastmri_info(resolve_benchmark("mri_x4_singlecoil").scan)
     h, w = info.shape
@@ -72,7 +77,8 @@ def main() -> None:
     sig = karras(args.steps)
     print(
         f"prior {args.prior}, {args.steps} steps, {args.particles} DPS particles, zeta "
-        f"{args.zeta}; metrics {metrics.CONVENTIONS['fastmri']}"
+        f"{args.zeta}, hard consistency {args.hard_consistency}; "
+        f"metrics {metrics.CONVENTIONS['fastmri']}"
     )
     print(f"{'R':>4s} {'mask':11s} {'lines':>5s} {'PSNR':>7s} {'SSIM':>6s} {'s/slice':>8s}")
     for acc in args.accelerations:
@@ -112,6 +118,7 @@ def main() -> None:
                     n_particles=args.particles,
                     zeta=args.zeta,
                     generator=torch.Generator().manual_seed(i),
+                    hard_consistency=args.hard_consistency,
                 )
                 rec = res.reconstruction[0].pow(2).sum(0).sqrt()
                 rows.setdefault(kind, []).append((rec, truth, n_lines, time.perf_counter() - t))
@@ -126,6 +133,7 @@ def main() -> None:
                 scale=1.0,  # the fixed masks see the truth's units too
                 n_particles=args.particles,
                 zeta=args.zeta,
+                hard_consistency=args.hard_consistency,
             )
             rec = res.reconstruction[0].pow(2).sum(0).sqrt() * scale
             lines = int(res.mask.reshape(-1, h, w)[0, 0].sum())

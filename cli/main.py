@@ -503,6 +503,11 @@ def acquire(
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     figure: Path | None = typer.Option(None, "--figure", help="Write a PNG comparison."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
+    hard_consistency: bool = typer.Option(
+        False,
+        "--hard-consistency",
+        help="Replace each final sample's acquired k-space lines by the data (noiseless scans).",
+    ),
 ) -> None:
     """Active acquisition (ADS, Nolan et al. 2024): choose k-space lines while sampling.
 
@@ -565,6 +570,7 @@ def acquire(
             per_round=per_round,
             window=(lo, hi),
             zeta=zeta,
+            hard_consistency=hard_consistency,
         )
     finally:
         bar.close()

@@ -149,6 +149,7 @@ def active_subsampling(
     eta: float = 1.0,
     generator: torch.Generator | None = None,
     callback: Callable[[StepInfo], None] | None = None,
+    hard_consistency: bool = False,
 ) -> AcquisitionResult:
     """Acquire ``budget`` candidates for one scan while sampling its posterior (see module
     docstring).
@@ -171,6 +172,10 @@ def active_subsampling(
         zeta, vp_scale, eta: DPS step (see :class:`recon.samplers.DPSConfig`).
         generator: the scan's random stream.
         callback: a :class:`StepInfo` per step.
+        hard_consistency: replace the measured entries of each final particle by the data,
+            ``x + A^T (y - A x)`` (the paper's ``hard_consistency``); exact for operators whose
+            rows are orthonormal (single-coil MRI: masked orthonormal FFT; inpainting), refused
+            for others. Meant for noiseless data.
 
     Returns:
         An :class:`AcquisitionResult`.
@@ -259,9 +264,30 @@ def active_subsampling(
                 )
             if callback is not None:
                 callback(StepInfo(i, s, x, x0))
+    if hard_consistency:
+        x = _replace_measured(physics, x, y1)
     mean = x.mean(0, keepdim=True)
     std = x.std(0, keepdim=True) if n_particles > 1 else torch.zeros_like(mean)
     return AcquisitionResult(mean, std, x, order, mask, physics, y1, rounds)
+
+
+def _replace_measured(physics: dinv.physics.LinearPhysics, x: Tensor, y1: Tensor) -> Tensor:
+    """``x + A^T (y - A x)`` per particle: the measured entries replaced by the data. It is
+    that replacement only when ``A A^T`` is a projection (singular values 0 or 1), checked on
+    the operator's SVD (:func:`recon.operators.svd.svd`)."""
+    from recon.operators.svd import svd
+
+    try:
+        s = svd(physics, x[:1]).s
+    except TypeError as err:
+        raise ValueError(f"hard_consistency needs an operator with an SVD: {err}") from None
+    if not bool(((s - 1).abs() < 1e-5).logical_or(s.abs() < 1e-5).all()):
+        raise ValueError(
+            "hard_consistency needs orthonormal operator rows (singular values 0 or 1: "
+            "single-coil MRI, inpainting); this operator has others"
+        )
+    yb = y1.expand(x.shape[0], *y1.shape[1:])
+    return x + physics.A_adjoint(yb - physics.A(x))
 
 
 def _ifft2c(k: Tensor) -> Tensor:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import pytest
 import torch
 
 from recon import operators as O
@@ -158,3 +159,56 @@ def test_mri_lines_single_and_multicoil():
         assert len(set(res.order)) == 3 and not {3, 4} & set(res.order)
         assert float(res.mask.sum()) == h * 5
         assert bool(torch.isfinite(res.reconstruction).all())
+
+
+def test_hard_consistency_replaces_measured_kspace():
+    """Single-coil MRI, noiseless: with ``hard_consistency`` every final particle reproduces
+    the acquired k-space exactly and keeps its own values elsewhere; a multi-coil operator
+    (rows not orthonormal) is refused with a clear error."""
+    h = w = 8
+    shape = (2, h, w)
+    prior = GaussianPrior(
+        torch.zeros(shape, dtype=F64), torch.full((2 * h * w,), 0.05, dtype=F64), shape=shape
+    )
+    x_true = prior.sample(1, generator=torch.Generator().manual_seed(0))
+    acs = torch.zeros(h, w, dtype=F64)
+    acs[:, 3:5] = 1.0
+    kw = dict(
+        initial_mask=acs,
+        x_shape=shape,
+        budget=2,
+        n_particles=4,
+        zeta=0.1,
+        vp_scale=None,
+    )
+    for cfg, ok in (
+        (O.MRIConfig(img_size=(h, w), mask="given"), True),
+        (O.MultiCoilMRIConfig(img_size=(h, w), mask="given", n_coils=3), False),
+    ):
+
+        def make_physics(mask, cfg=cfg):
+            return O.cast(O.build(cfg, mask=mask.clone()), F64)
+
+        def run(hard, make_physics=make_physics):
+            return active_subsampling(
+                prior,
+                karras(12, sigma_max=5.0).to(F64),
+                make_physics=make_physics,
+                measure=lambda m: make_physics(m).A(x_true),
+                hard_consistency=hard,
+                generator=torch.Generator().manual_seed(0),
+                **kw,
+            )
+
+        if not ok:
+            with pytest.raises(ValueError, match=r"orthonormal operator rows|SVD"):
+                run(True)
+            continue
+        soft, hard = run(False), run(True)
+        phys = make_physics(hard.mask)
+        y = phys.A(x_true)
+        assert torch.allclose(phys.A(hard.samples), y.expand_as(phys.A(hard.samples)), atol=1e-10)
+        # unmeasured k-space is the sampler's own (same stream: the same particles before)
+        rest = make_physics(1 - hard.mask)
+        assert torch.allclose(rest.A(hard.samples), rest.A(soft.samples), atol=1e-10)
+        assert not torch.allclose(hard.samples, soft.samples, atol=1e-6)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -81,6 +82,14 @@ def test_acquire_from_fully_sampled_kspace(tmp_path):
         assert len(set(order.tolist())) == 2 and all(mask[:, order].min(0) == 1)
         for key in ("config", "seed", "wall_time_s", "psnr", "metric_convention"):
             assert key in f.attrs
+        assert json.loads(f.attrs["config"])["hard_consistency"] is False
+    r = runner.invoke(
+        app,
+        [*args, "--particles", "4", "--center-fraction", "0.125", "--hard-consistency", "--force"],
+    )
+    assert r.exit_code == 0, r.output
+    with h5py.File(out) as f:
+        assert json.loads(f.attrs["config"])["hard_consistency"] is True
     under = tmp_path / "under.h5"
     r = runner.invoke(app, ["simulate", "phantoms:1:16", "-o", str(under), "--operator", "mri"])
     assert r.exit_code == 0, r.output
