@@ -96,18 +96,6 @@ def log_mean_exp(log_w: Tensor) -> Tensor:
     return torch.logsumexp(log_w, dim=-1) - math.log(log_w.shape[-1])
 
 
-def particle_randn(
-    streams: Sequence[torch.Generator], n: int, shape: Sequence[int], like: Tensor
-) -> Tensor:
-    """Standard normal (B * n, *shape): measurement b's ``n`` rows from ``streams[b]`` alone."""
-    return torch.cat(
-        [
-            torch.randn((n, *shape), generator=g, dtype=like.dtype, device=like.device)
-            for g in streams
-        ]
-    )
-
-
 def reweight(
     log_w: Tensor,
     incr: Tensor,

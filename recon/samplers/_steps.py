@@ -105,14 +105,21 @@ def make_streams(generator: Generators, batch: int, device: torch.device) -> lis
     return [torch.Generator(device).manual_seed(int(s)) for s in seeds]
 
 
-def randn(streams: Sequence[torch.Generator], shape: Sequence[int], like: Tensor) -> Tensor:
-    """Standard normal tensor (B, *shape), row i drawn from ``streams[i]``."""
-    return torch.stack(
+def particle_randn(
+    streams: Sequence[torch.Generator], n: int, shape: Sequence[int], like: Tensor
+) -> Tensor:
+    """Standard normal (B * n, *shape): rows ``b*n .. b*n + n - 1`` from ``streams[b]`` alone."""
+    return torch.cat(
         [
-            torch.randn(tuple(shape), generator=g, dtype=like.dtype, device=like.device)
+            torch.randn((n, *shape), generator=g, dtype=like.dtype, device=like.device)
             for g in streams
         ]
     )
+
+
+def randn(streams: Sequence[torch.Generator], shape: Sequence[int], like: Tensor) -> Tensor:
+    """Standard normal tensor (B, *shape), row i drawn from ``streams[i]``."""
+    return particle_randn(streams, 1, shape, like)
 
 
 def tweedie(denoiser: Denoiser, x: Tensor, sigma: float | Tensor) -> Tensor:

@@ -55,11 +55,17 @@ from ._particles import (
     RESAMPLERS,
     ParticleResult,
     gaussian_product_move,
-    particle_randn,
     reweight,
     run_clouds,
 )
-from ._steps import Callback, Generators, StepInfo, check_inputs, measurement_sigma
+from ._steps import (
+    Callback,
+    Generators,
+    StepInfo,
+    check_inputs,
+    measurement_sigma,
+    particle_randn,
+)
 
 
 class FPSConfig(BaseModel):

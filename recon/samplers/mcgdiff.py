@@ -60,11 +60,17 @@ from ._particles import (
     ParticleResult,
     log_mean_exp,
     normalize_log_weights,
-    particle_randn,
     reweight,
     run_clouds,
 )
-from ._steps import Callback, Generators, StepInfo, check_inputs, measurement_sigma
+from ._steps import (
+    Callback,
+    Generators,
+    StepInfo,
+    check_inputs,
+    measurement_sigma,
+    particle_randn,
+)
 from .baselines import _row_physics
 
 
