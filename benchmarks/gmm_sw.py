@@ -62,7 +62,7 @@ def main():
                 ys = prob.y.expand(args.n, -1).clone()
                 for label, name, kw in METHODS:
                     t = time.perf_counter()
-                    s = SAMPLERS[name][1](
+                    s = SAMPLERS[name].fn(
                         prob.prior,
                         ys,
                         prob.physics,

@@ -28,13 +28,7 @@ from recon import io, metrics
 from recon import operators as O
 from recon.config import RunConfig, validate
 from recon.errors import UserError
-from recon.samplers import SAMPLERS, CountingDenoiser, hyperparameters
-
-
-def row_generator(seed: int, item: int, sample: int, device: torch.device) -> torch.Generator:
-    """The stream of (item, sample): independent of every other row and of the batching."""
-    state = np.random.SeedSequence([seed, item, sample]).generate_state(2, dtype=np.uint32)
-    return torch.Generator(device).manual_seed(int(state[0]) << 31 ^ int(state[1]))
+from recon.samplers import SAMPLERS, CountingDenoiser, hyperparameters, row_generator
 
 
 @dataclass
@@ -348,7 +342,7 @@ def run(
         prior = cfg.prior.build(device=str(device))
     counted = CountingDenoiser(prior)
     sigmas = cfg.schedule.build().to(torch.float64)
-    fn = SAMPLERS[cfg.sampler.name][1]
+    fn = SAMPLERS[cfg.sampler.name].fn
     hyper = hyperparameters(cfg.sampler)
 
     rows = [(i, k) for i in indices for k in range(cfg.n_samples)]

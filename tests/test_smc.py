@@ -245,7 +245,7 @@ def _replicates(name, prior, physics, y, sig, reps, **kw):
     """``reps`` independent clouds for the same measurement (one stream each, so one batch
     gives independent replicates); returns the per-replicate weighted means and stds."""
     yr = y.expand(reps, *y.shape[1:]).clone()
-    r = SAMPLERS[name][1](
+    r = SAMPLERS[name].fn(
         prior,
         yr,
         physics,
@@ -327,7 +327,7 @@ def test_mcgdiff_single_coil_mri_fits_the_lines(gen):
     x = prior.sample(2, generator=gen)
     y = physics.A(x) + 0.01 * physics.mask * torch.randn(x.shape, generator=gen, dtype=F64)
     mask = physics.mask.clone()
-    out = SAMPLERS["mcgdiff"][1](
+    out = SAMPLERS["mcgdiff"].fn(
         prior,
         y,
         physics,
@@ -349,14 +349,14 @@ def test_mcgdiff_needs_an_svd(gen):
     )
     y = physics.A(prior.sample(1, generator=gen))
     with pytest.raises(ValueError, match="no SVD"):
-        SAMPLERS["mcgdiff"][1](prior, y, physics, karras(5).to(F64))
+        SAMPLERS["mcgdiff"].fn(prior, y, physics, karras(5).to(F64))
 
 
 @pytest.mark.parametrize("name", ["fps", "afdps"])
 def test_fps_afdps_need_measurement_noise(name, gauss4):
     prior, physics, y = gauss4
     with pytest.raises(ValueError, match="sigma_y > 0"):
-        SAMPLERS[name][1](prior, y, physics, karras(5).to(F64), sigma_y=0.0)
+        SAMPLERS[name].fn(prior, y, physics, karras(5).to(F64), sigma_y=0.0)
 
 
 def test_afdps_approximate_variants_improve_with_steps(gauss4):
@@ -401,7 +401,7 @@ def test_smc_sw_falls_with_particles_and_beats_dps(name):
             return sliced_wasserstein(s, ref, generator=torch.Generator().manual_seed(0))
 
         for n in (16, 256):
-            r = SAMPLERS[name][1](
+            r = SAMPLERS[name].fn(
                 prob.prior,
                 prob.y,
                 prob.physics,
@@ -432,7 +432,7 @@ def test_smc_sw_falls_with_particles_and_beats_dps(name):
     assert mean[256] < 0.5 * mean["dps"], mean
 
 
-@pytest.mark.parametrize("name", ["tds", "mcgdiff", "afdps"])
+@pytest.mark.parametrize("name", sorted(n for n, s in SAMPLERS.items() if s.kind == "asymptotic"))
 def test_smc_draws_within_twice_the_exact_floor(name):
     """The samplers' own output (one draw per measurement, 300 copies of the measurement: 300
     independent clouds of 64 particles) on the grid mixture, d = 8, d_y = 1 and 2: SW to 300
@@ -457,7 +457,7 @@ def test_smc_draws_within_twice_the_exact_floor(name):
         for key, den, zeta in (("exact-score", exact_score, 0.0), ("dps", prob.prior, 0.2)):
             s = sample_dps(den, ys, prob.physics, sig, zeta=zeta, vp_scale=1.0, generator=gen0())
             res[key].append(sw(s))
-        s = SAMPLERS[name][1](prob.prior, ys, prob.physics, sig, n_particles=64, generator=gen0())
+        s = SAMPLERS[name].fn(prob.prior, ys, prob.physics, sig, n_particles=64, generator=gen0())
         res["smc"].append(sw(s))
     for k in range(2):  # per problem
         assert res["exact-score"][k] < 2 * res["floor"][k], res
@@ -465,18 +465,21 @@ def test_smc_draws_within_twice_the_exact_floor(name):
     assert sum(res["dps"]) > 4 * sum(res["floor"]), res
 
 
+PARTICLE_SAMPLERS = sorted(n for n, s in SAMPLERS.items() if "n_particles" in s.defaults())
+
+
 def gen0() -> torch.Generator:
     return torch.Generator().manual_seed(0)
 
 
-@pytest.mark.parametrize("name", ["tds", "mcgdiff", "fps", "afdps"])
+@pytest.mark.parametrize("name", PARTICLE_SAMPLERS)
 def test_particle_result_record(name, gauss4):
     """return_particles gives the cloud, normalised weights, weighted mean/std, the ESS trace
     (one entry per step) and the draw, which is one of the particles."""
     prior, physics, y = gauss4
     y2 = torch.cat([y, y + 0.1])  # two measurements
     sig = karras(6, sigma_max=10.0).to(F64)
-    r = SAMPLERS[name][1](
+    r = SAMPLERS[name].fn(
         prior,
         y2,
         physics,
@@ -524,7 +527,7 @@ def test_gaussian_product_move_matches_dense_algebra(gen):
     assert logm.shape == (n,)
 
 
-@pytest.mark.parametrize("name", ["tds", "mcgdiff", "fps", "afdps"])
+@pytest.mark.parametrize("name", PARTICLE_SAMPLERS)
 def test_clouds_in_groups_equal_one_batch(name, gauss4, monkeypatch):
     """Measurements' clouds run as one batch, or in groups when memory asks for it (here: one
     cloud per group): the results agree to rounding (BLAS may sum in another order for another
@@ -534,7 +537,7 @@ def test_clouds_in_groups_equal_one_batch(name, gauss4, monkeypatch):
     sig = karras(10, sigma_max=20.0).to(F64)
 
     def run():
-        return SAMPLERS[name][1](
+        return SAMPLERS[name].fn(
             prior, ys, physics, sig, n_particles=8, generator=torch.Generator().manual_seed(3)
         )
 

@@ -1,107 +1,66 @@
-"""Posterior samplers, one file each, registered in :data:`SAMPLERS`.
+"""Posterior samplers, one file each, collected in :data:`SAMPLERS`.
 
 Every sampler is ``sample_<name>(denoiser, y, physics, sigmas, *, x_init=None, generator=None,
-callback=None, sigma_y=None, <hyperparameters>) -> Tensor`` and its config class's fields
-(besides ``name``) are exactly its hyperparameters.
+callback=None, sigma_y=None, <hyperparameters>) -> Tensor`` in ``recon/samplers/<name>.py``,
+whose module ends with ``SAMPLERS = (Sampler(sample_<name>, ...),)``
+(:class:`~recon.samplers._registry.Sampler`). This package imports every such module, so a new
+file is a new sampler: the registry, its config (generated from the keyword signature), the run
+config's union, the CLI's help, ``recon list samplers`` and the contract tests pick it up. Each
+``sample_<name>`` and ``<Title>Config`` is importable from here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any
+import importlib
+import pkgutil
+from typing import Annotated, Any, Union
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from ._particles import ParticleResult
-from ._steps import CountingDenoiser, StepInfo, make_streams
-from .afdps import AFDPSConfig, sample_afdps
-from .baselines import ExactConfig, PinvConfig, sample_exact, sample_pinv
-from .classical import FBPConfig, TVConfig, sample_fbp, sample_tv
-from .dds import DDSConfig, sample_dds
-from .dps import DPSConfig, sample_dps
-from .fps import FPSConfig, sample_fps
-from .mcgdiff import MCGdiffConfig, sample_mcgdiff
-from .reddiff import REDDiffConfig, sample_reddiff
-from .stsl import STSLConfig, sample_stsl
-from .tds import TDSConfig, sample_tds
+from ._registry import Kind, Sampler, hyperparameters
+from ._steps import CountingDenoiser, StepInfo, make_streams, row_generator
 
-#: name -> (config class, sampler function)
-SAMPLERS: dict[str, tuple[type[BaseModel], Callable[..., Any]]] = {
-    "dps": (DPSConfig, sample_dps),
-    "reddiff": (REDDiffConfig, sample_reddiff),
-    "dds": (DDSConfig, sample_dds),
-    "pinv": (PinvConfig, sample_pinv),
-    "exact": (ExactConfig, sample_exact),
-    "fbp": (FBPConfig, sample_fbp),
-    "tv": (TVConfig, sample_tv),
-    "tds": (TDSConfig, sample_tds),
-    "stsl": (STSLConfig, sample_stsl),
-    "mcgdiff": (MCGdiffConfig, sample_mcgdiff),
-    "fps": (FPSConfig, sample_fps),
-    "afdps": (AFDPSConfig, sample_afdps),
-}
 
+def _collect() -> dict[str, Sampler]:
+    """Every public module's ``SAMPLERS`` entries, in module-name order."""
+    found: dict[str, Sampler] = {}
+    for mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if mod.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{mod.name}")
+        for entry in getattr(module, "SAMPLERS", ()):
+            if entry.name in found:
+                raise RuntimeError(f"sampler {entry.name!r} is declared twice")
+            found[entry.name] = entry
+    return found
+
+
+#: name -> :class:`Sampler` (function, generated config, kind, summary)
+SAMPLERS: dict[str, Sampler] = _collect()
+
+#: The discriminated union of every sampler's config (``name`` picks the member).
 SamplerConfig = Annotated[
-    DPSConfig
-    | REDDiffConfig
-    | DDSConfig
-    | PinvConfig
-    | ExactConfig
-    | FBPConfig
-    | TVConfig
-    | TDSConfig
-    | STSLConfig
-    | MCGdiffConfig
-    | FPSConfig
-    | AFDPSConfig,
+    Union[tuple(s.config for s in SAMPLERS.values())],  # noqa: UP007 (built at run time)
     Field(discriminator="name"),
 ]
 
-
-def hyperparameters(cfg: BaseModel) -> dict[str, Any]:
-    """A sampler config's keyword hyperparameters (every field but ``name``)."""
-    return {k: getattr(cfg, k) for k in type(cfg).model_fields if k != "name"}
-
-
-def run_sampler(cfg: BaseModel, denoiser, y, physics, sigmas, **kwargs: Any):
-    """Call the sampler a config names with its hyperparameters."""
-    name = cfg.name  # type: ignore[attr-defined]
-    if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}")
-    return SAMPLERS[name][1](denoiser, y, physics, sigmas, **kwargs, **hyperparameters(cfg))
-
+_exported: dict[str, Any] = {}
+for _s in SAMPLERS.values():
+    _exported[_s.fn.__name__] = _s.fn
+    _exported[_s.config.__name__] = _s.config
+globals().update(_exported)
 
 __all__ = [
     "SAMPLERS",
-    "AFDPSConfig",
     "CountingDenoiser",
-    "DDSConfig",
-    "DPSConfig",
-    "ExactConfig",
-    "FBPConfig",
-    "FPSConfig",
-    "MCGdiffConfig",
+    "Kind",
     "ParticleResult",
-    "PinvConfig",
-    "REDDiffConfig",
-    "STSLConfig",
+    "Sampler",
     "SamplerConfig",
     "StepInfo",
-    "TDSConfig",
-    "TVConfig",
     "hyperparameters",
     "make_streams",
-    "run_sampler",
-    "sample_afdps",
-    "sample_dds",
-    "sample_dps",
-    "sample_exact",
-    "sample_fbp",
-    "sample_fps",
-    "sample_mcgdiff",
-    "sample_pinv",
-    "sample_reddiff",
-    "sample_stsl",
-    "sample_tds",
-    "sample_tv",
+    "row_generator",
+    *sorted(_exported),
 ]

@@ -18,11 +18,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from recon.linalg import batch_dot, conjugate_gradient
+
+from ._steps import Start
 
 
 @dataclass
@@ -89,6 +93,16 @@ def systematic_resample(log_w: Tensor, *, generator: torch.Generator | None) -> 
 
 
 RESAMPLERS = {"systematic": systematic_resample, "multinomial": multinomial_resample}
+
+# hyperparameters every particle sampler has (their defaults are each sampler's own)
+NParticles = Annotated[int, Field(ge=1, description="particles per measurement")]
+ESSThreshold = Annotated[
+    float, Field(ge=0.0, le=1.0, description="resample when ESS < this fraction of N")
+]
+Resampling = Annotated[
+    Literal[tuple(RESAMPLERS)],  # type: ignore[valid-type]
+    Field(description="resampling scheme: " + ", ".join(RESAMPLERS)),
+]
 
 
 def log_mean_exp(log_w: Tensor) -> Tensor:
@@ -254,8 +268,7 @@ def run_clouds(
     denoiser,
     y: Tensor,
     physics,
-    sigmas: Tensor,
-    generator,
+    opening: Start,
     callback,
     *,
     n: int,
@@ -263,7 +276,8 @@ def run_clouds(
     **options,
 ) -> Tensor | ParticleResult:
     """Run ``clouds(denoiser, y, physics, sigmas, streams, n=n, callback=..., **options)`` on
-    every measurement's cloud under ``no_grad`` and :func:`finish`.
+    every measurement's cloud under ``no_grad`` and :func:`finish`; ``opening`` is the
+    sampler's :func:`~recon.samplers._steps.start` (streams and schedule).
 
     The clouds of all measurements are one batch of ``B * N`` rows when the operator is shared
     (a network call serves every cloud); each measurement's particles draw only from its own
@@ -273,12 +287,10 @@ def run_clouds(
     per-measurement parameters (masks, coil maps) runs cloud by cloud on its row's operator.
     The callback sees measurement 0's cloud.
     """
-    from ._steps import make_streams
     from .baselines import _has_per_sample_params, _row_physics
 
     b = y.shape[0]
-    streams = make_streams(generator, b, y.device)
-    sig = [float(v) for v in sigmas]
+    streams, sig = opening.streams, opening.sigmas
     if b == 1 or not _has_per_sample_params(physics, b):
         numel = physics.A_adjoint(y[:1]).numel()
         per = max(1, MAX_CLOUD_ELEMENTS // max(n * numel, 1))

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 import deepinv as dinv
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -38,10 +40,12 @@ __all__ = [
     "bview",
     "conjugate_gradient",
     "ddim_step",
+    "denoise",
     "make_streams",
     "measurement_sigma",
     "randn",
-    "tweedie",
+    "row_generator",
+    "start",
 ]
 
 
@@ -122,10 +126,19 @@ def randn(streams: Sequence[torch.Generator], shape: Sequence[int], like: Tensor
     return particle_randn(streams, 1, shape, like)
 
 
-def tweedie(denoiser: Denoiser, x: Tensor, sigma: float | Tensor) -> Tensor:
-    """``x0_hat = D(x, sigma)`` with sigma broadcast to (B,)."""
-    s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
-    return denoiser(x, s.expand(x.shape[0]) if s.ndim == 0 else s)
+def denoise(denoiser: Denoiser, x: Tensor, sigma: float) -> Tensor:
+    """``x0_hat = D(x, sigma)`` with the scalar ``sigma`` broadcast to (B,) in x's dtype."""
+    return denoiser(x, torch.full((x.shape[0],), sigma, dtype=x.dtype, device=x.device))
+
+
+def row_generator(
+    seed: int, item: int, sample: int, device: torch.device | str
+) -> torch.Generator:
+    """The stream of row (item, sample) of a run seeded ``seed``: independent of every other
+    row, of the batching and of the process that computes it (the one seeding scheme of
+    ``reconstruct``, ``evaluate`` and ``acquire``)."""
+    state = np.random.SeedSequence([seed, item, sample]).generate_state(2, dtype=np.uint32)
+    return torch.Generator(device).manual_seed(int(state[0]) << 31 ^ int(state[1]))
 
 
 def ddim_step(
@@ -192,3 +205,51 @@ def guidance_step(zeta: float, vp_scale: float | None, sigma: float) -> float:
     weighting, see :mod:`recon.samplers.dps`) or the constant ``zeta`` when ``vp_scale`` is
     None."""
     return zeta * (1.0 + (sigma / vp_scale) ** 2) if vp_scale is not None else zeta
+
+
+class Start(NamedTuple):
+    """The shared opening of a sampler (:func:`start`)."""
+
+    streams: list[torch.Generator]  # one per row of y
+    sigmas: list[float]  # the schedule as floats
+    x: Tensor | None  # the initial state (B, *x_shape), or None for ``init=None``
+    sigma_y: float  # measurement noise std (argument, else the operator's)
+
+
+def start(
+    y: Tensor,
+    physics: dinv.physics.Physics,
+    sigmas: Tensor,
+    generator: Generators,
+    *,
+    x_init: Tensor | None = None,
+    sigma_y: float | None = None,
+    init: Literal["noise", "pinv"] | None = "noise",
+) -> Start:
+    """Every sampler's opening: check the inputs, make the per-row streams, the schedule as
+    floats, the initial state and the measurement noise level.
+
+    Args:
+        y, physics, sigmas, generator, x_init, sigma_y: the sampler's own arguments.
+        init: ``"noise"``: ``x_init`` or ``sigmas[0] * z`` (:func:`initial_state`);
+            ``"pinv"``: ``x_init`` or ``A_dagger(y)``; None: no state (particle samplers).
+    """
+    check_inputs(y, sigmas)
+    streams = make_streams(generator, y.shape[0], y.device)
+    sig = [float(s) for s in sigmas]
+    x = None
+    if init == "noise":
+        x = initial_state(physics, y, sig[0], streams, x_init)
+    elif init == "pinv":
+        x = (physics.A_dagger(y) if x_init is None else x_init).detach().clone()
+    return Start(streams, sig, x, measurement_sigma(physics, sigma_y))
+
+
+def require_noise(sigma_y: float, sampler: str, why: str) -> None:
+    """Refuse ``sigma_y <= 0`` for samplers whose weights or targets divide by it."""
+    if sigma_y <= 0:
+        from recon.errors import SamplerInputError
+
+        raise SamplerInputError(
+            f"{sampler} needs sigma_y > 0 ({why}): set the operator's sigma_y or pass sigma_y"
+        )

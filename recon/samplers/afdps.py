@@ -78,53 +78,29 @@ The last step (sigma_s = 0) is ``x_0 = x0_hat`` with weight ``-mu(x_0) + mu(x)``
 from __future__ import annotations
 
 import math
-from typing import Literal
+from types import SimpleNamespace
+from typing import Annotated, Literal
 
 import deepinv as dinv
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor
 
-from recon.errors import SamplerInputError
 from recon.linalg import batch_dot
 from recon.priors.base import Denoiser
 
 from ._particles import (
     RESAMPLERS,
+    ESSThreshold,
+    NParticles,
     ParticleResult,
+    Resampling,
     gaussian_product_move,
     reweight,
     run_clouds,
 )
-from ._steps import (
-    Callback,
-    Generators,
-    StepInfo,
-    check_inputs,
-    measurement_sigma,
-    particle_randn,
-)
-
-
-class AFDPSConfig(BaseModel):
-    """AFDPS (Chen et al. 2025): Feynman-Kac particles on the path p_t e^{-mu}."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    name: Literal["afdps"] = "afdps"
-    n_particles: int = Field(
-        64, ge=1, description="particles per measurement (64: near the exact floor on d = 8)"
-    )
-    variant: Literal["sde", "ode"] = "sde"
-    weights: Literal["exact", "rate"] = Field("exact", description="sde: FK ratio or r dt")
-    tempering: Literal["noise", "none"] = Field(
-        "noise", description="likelihood exponent lambda(sigma); none = the paper's path"
-    )
-    n_corrector: int = Field(1, ge=0, description="ode: Langevin corrector steps per step")
-    corrector_step: float = Field(0.05, gt=0.0, description="ode: delta / sigma^2")
-    ess_threshold: float = Field(0.5, ge=0.0, le=1.0, description="resample when ESS < this N")
-    resampling: Literal["systematic", "multinomial"] = "systematic"
-    n_cg: int = Field(30, ge=1, description="CG iterations of each Gaussian-product move")
-    return_particles: bool = Field(False, description="return a ParticleResult")
+from ._registry import Sampler
+from ._steps import Callback, Generators, StepInfo, particle_randn, require_noise, start
 
 
 def _mu_and_grad(physics, x: Tensor, y1: Tensor, s2: float) -> tuple[Tensor, Tensor]:
@@ -231,15 +207,24 @@ def sample_afdps(
     generator: Generators = None,
     callback: Callback = None,
     sigma_y: float | None = None,
-    n_particles: int = 64,
-    variant: str = "sde",
-    weights: str = "exact",
-    tempering: str = "noise",
-    n_corrector: int = 1,
-    corrector_step: float = 0.05,
-    ess_threshold: float = 0.5,
-    resampling: str = "systematic",
-    n_cg: int = 30,
+    n_particles: NParticles = 64,
+    variant: Annotated[
+        Literal["sde", "ode"], Field(description="sde: FK-weighted SDE; ode: flow + corrector")
+    ] = "sde",
+    weights: Annotated[
+        Literal["exact", "rate"], Field(description="sde: FK ratio or r dt")
+    ] = "exact",
+    tempering: Annotated[
+        Literal["noise", "none"],
+        Field(description="likelihood exponent lambda(sigma); none = the paper's path"),
+    ] = "noise",
+    n_corrector: Annotated[int, Field(ge=0, description="ode: Langevin corrector steps")] = 1,
+    corrector_step: Annotated[float, Field(gt=0.0, description="ode: delta / sigma^2")] = 0.05,
+    ess_threshold: ESSThreshold = 0.5,
+    resampling: Resampling = "systematic",
+    n_cg: Annotated[
+        int, Field(ge=1, description="CG iterations of each Gaussian-product move")
+    ] = 30,
     return_particles: bool = False,
 ) -> Tensor | ParticleResult:
     """Approximation-free ensemble posterior sampling (see module docstring).
@@ -251,28 +236,21 @@ def sample_afdps(
         callback: a :class:`StepInfo` per step for measurement 0's cloud.
         sigma_y: measurement noise std (> 0); from the operator when None.
         n_particles, variant, weights, tempering, n_corrector, corrector_step, ess_threshold,
-            resampling, n_cg, return_particles: see :class:`AFDPSConfig`.
+            resampling, n_cg, return_particles: see the hyperparameters (module docstring).
 
     Returns:
         (B, *x_shape) draws, or a :class:`ParticleResult`.
     """
-    del x_init
-    check_inputs(y, sigmas)
-    s_y = measurement_sigma(physics, sigma_y)
-    if s_y <= 0:
-        raise SamplerInputError(
-            "AFDPS needs sigma_y > 0 (its target path is p_t times the likelihood): set the "
-            "operator's sigma_y or pass sigma_y"
-        )
-    opts = AFDPSConfig(
-        n_particles=n_particles,
+    opening = start(y, physics, sigmas, generator, sigma_y=sigma_y, init=None)
+    s_y = opening.sigma_y
+    require_noise(s_y, "AFDPS", "its target path is p_t times the likelihood")
+    opts = SimpleNamespace(
         variant=variant,
         weights=weights,
         tempering=tempering,
         n_corrector=n_corrector,
         corrector_step=corrector_step,
         ess_threshold=ess_threshold,
-        resampling=resampling,
         n_cg=n_cg,
     )
     return run_clouds(
@@ -280,8 +258,7 @@ def sample_afdps(
         denoiser,
         y,
         physics,
-        sigmas,
-        generator,
+        opening,
         callback,
         return_particles=return_particles,
         n=n_particles,
@@ -289,3 +266,13 @@ def sample_afdps(
         opts=opts,
         resample=RESAMPLERS[resampling],
     )
+
+
+SAMPLERS = (
+    Sampler(
+        sample_afdps,
+        title="AFDPS",
+        summary="Chen et al. 2025: Feynman-Kac particles on the path p_t e^{-mu}",
+        kind="asymptotic",
+    ),
+)

@@ -10,24 +10,18 @@ checked against, and the fast path for those priors.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import deepinv as dinv
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor
 
 from recon.errors import SamplerInputError
 from recon.priors.base import Denoiser
 
+from ._registry import Sampler
 from ._steps import Callback, Generators, StepInfo, make_streams, measurement_sigma
-
-
-class PinvConfig(BaseModel):
-    """Pseudo-inverse A_dagger(y) (zero-filled MRI, least-squares CT): the classical baseline."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    name: Literal["pinv"] = "pinv"
 
 
 def sample_pinv(
@@ -50,16 +44,6 @@ def sample_pinv(
         return x
 
 
-class ExactConfig(BaseModel):
-    """Exact posterior draws for exact Gaussian / Gaussian-mixture priors: the reference."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    name: Literal["exact"] = "exact"
-    method: Literal["auto", "dense", "cg"] = Field(
-        "auto", description="Gaussian prior: dense algebra or matrix-free CG"
-    )
-
-
 def sample_exact(
     denoiser: Denoiser,
     y: Tensor,
@@ -70,7 +54,10 @@ def sample_exact(
     generator: Generators = None,
     callback: Callback = None,
     sigma_y: float | None = None,
-    method: str = "auto",
+    method: Annotated[
+        Literal["auto", "dense", "cg"],
+        Field(description="Gaussian prior: dense algebra or matrix-free CG"),
+    ] = "auto",
 ) -> Tensor:
     """One exact posterior draw per row of y, (B, *x_shape), in y's dtype.
 
@@ -135,3 +122,23 @@ def _row_physics(physics: dinv.physics.Physics, i: int, batch: int) -> dinv.phys
     for name in names:
         setattr(row, name, getattr(physics, name)[i : i + 1].clone())
     return row
+
+
+SAMPLERS = (
+    Sampler(
+        sample_pinv,
+        title="Pinv",
+        summary="pseudo-inverse A_dagger(y) (zero-filled MRI, least-squares CT): the classical "
+        "baseline",
+        kind="approximate",
+        stochastic=False,
+        uses_prior=False,
+    ),
+    Sampler(
+        sample_exact,
+        title="Exact",
+        summary="exact posterior draws for exact Gaussian / Gaussian-mixture priors: the "
+        "reference",
+        kind="exact",
+    ),
+)

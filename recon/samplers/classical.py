@@ -19,28 +19,22 @@ start between calls and stops on a batch-wide criterion.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated
 
 import deepinv as dinv
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor
 
 from recon.errors import SamplerInputError
 from recon.linalg import batch_norm, bview
 from recon.priors.base import Denoiser
 
+from ._registry import Sampler
 from ._steps import Callback, Generators, StepInfo
 
 _nabla = dinv.models.TVDenoiser.nabla
 _nabla_adjoint = dinv.models.TVDenoiser.nabla_adjoint
-
-
-class FBPConfig(BaseModel):
-    """Filtered back-projection (CT only): the classical CT baseline."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    name: Literal["fbp"] = "fbp"
 
 
 def sample_fbp(
@@ -64,15 +58,6 @@ def sample_fbp(
         if callback is not None:
             callback(StepInfo(0, float(sigmas[0]), x, x))
         return x
-
-
-class TVConfig(BaseModel):
-    """Total-variation regularised least squares (Condat-Vu primal-dual): a classical baseline."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    name: Literal["tv"] = "tv"
-    lam: float = Field(0.01, ge=0.0, description="TV weight (data units)")
-    n_iter: int = Field(200, ge=1, description="primal-dual iterations")
 
 
 def operator_norm_sq(
@@ -99,8 +84,8 @@ def sample_tv(
     generator: Generators = None,
     callback: Callback = None,
     sigma_y: float | None = None,
-    lam: float = 0.01,
-    n_iter: int = 200,
+    lam: Annotated[float, Field(ge=0.0, description="TV weight (data units)")] = 0.01,
+    n_iter: Annotated[int, Field(ge=1, description="primal-dual iterations")] = 200,
 ) -> Tensor:
     """TV-regularised least squares per row (see module docstring), (B, *x_shape)."""
     del denoiser, generator, sigma_y
@@ -122,3 +107,24 @@ def sample_tv(
             if callback is not None:
                 callback(StepInfo(i, float(sigmas[0]), x, x))
         return x
+
+
+SAMPLERS = (
+    Sampler(
+        sample_fbp,
+        title="FBP",
+        summary="filtered back-projection (CT only): the classical CT baseline",
+        kind="approximate",
+        stochastic=False,
+        uses_prior=False,
+    ),
+    Sampler(
+        sample_tv,
+        title="TV",
+        summary="total-variation regularised least squares (Condat-Vu primal-dual): a classical "
+        "baseline",
+        kind="approximate",
+        stochastic=False,
+        uses_prior=False,
+    ),
+)

@@ -26,37 +26,21 @@ real form of complex data, for which the real inner product is the right one).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated
 
 import deepinv as dinv
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor
 
 from recon.linalg import conjugate_gradient
 from recon.priors.base import Denoiser
 
-from ._steps import (
-    Callback,
-    Generators,
-    StepInfo,
-    check_inputs,
-    initial_state,
-    make_streams,
-    measurement_sigma,
-    randn,
-)
+from ._registry import Sampler
+from ._steps import Callback, Generators, StepInfo, denoise, randn, start
 
-
-class DDSConfig(BaseModel):
-    """DDS (Chung, Lee, Ye 2024): Tweedie, a few CG data-consistency steps, DDS renoising."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    name: Literal["dds"] = "dds"
-    n_cg: int = Field(5, ge=0, description="CG iterations per step")
-    eta: float = Field(0.85, ge=0.0, le=1.0, description="DDS eta: fresh-noise fraction")
-    gamma: float = Field(1.0, gt=0.0, description="data weight of the noisy-case CG")
-    cg_tol: float = Field(1e-5, ge=0.0, description="per-sample relative residual early stop")
+NCG = Annotated[int, Field(ge=0, description="CG iterations per step")]
+CGTol = Annotated[float, Field(ge=0.0, description="per-sample relative residual early stop")]
 
 
 def data_consistency(
@@ -92,10 +76,12 @@ def sample_dds(
     generator: Generators = None,
     callback: Callback = None,
     sigma_y: float | None = None,
-    n_cg: int = 5,
-    eta: float = 0.85,
-    gamma: float = 1.0,
-    cg_tol: float = 1e-5,
+    n_cg: NCG = 5,
+    eta: Annotated[
+        float, Field(ge=0.0, le=1.0, description="DDS eta: fresh-noise fraction")
+    ] = 0.85,
+    gamma: Annotated[float, Field(gt=0.0, description="data weight of the noisy-case CG")] = 1.0,
+    cg_tol: CGTol = 1e-5,
 ) -> Tensor:
     """Draw one DDS sample per measurement.
 
@@ -109,20 +95,16 @@ def sample_dds(
         callback: receives a :class:`StepInfo` per step (``x0_hat`` after the CG update).
         sigma_y: measurement noise std; from the operator when None; 0 selects the
             noiseless CG system.
-        n_cg, eta, gamma, cg_tol: see :class:`DDSConfig`.
+        n_cg, eta, gamma, cg_tol: the hyperparameters (module docstring).
 
     Returns:
         Samples (B, *x_shape).
     """
-    check_inputs(y, sigmas)
-    s_y = measurement_sigma(physics, sigma_y)
     with torch.no_grad():
-        streams = make_streams(generator, y.shape[0], y.device)
-        sig = [float(s) for s in sigmas]
-        x = initial_state(physics, y, sig[0], streams, x_init)
+        streams, sig, x, s_y = start(y, physics, sigmas, generator, x_init=x_init, sigma_y=sigma_y)
         for i in range(len(sig) - 1):
             s, s_next = sig[i], sig[i + 1]
-            x0 = denoiser(x, torch.full((x.shape[0],), s, dtype=x.dtype, device=x.device))
+            x0 = denoise(denoiser, x, s)
             x0c = data_consistency(
                 physics, x0, y, sigma_y=s_y, n_cg=n_cg, gamma=gamma, cg_tol=cg_tol
             )
@@ -135,3 +117,13 @@ def sample_dds(
             if callback is not None:
                 callback(StepInfo(i, s, x, x0c))
         return x
+
+
+SAMPLERS = (
+    Sampler(
+        sample_dds,
+        title="DDS",
+        summary="Chung, Lee, Ye 2024: Tweedie, a few CG data-consistency steps, DDS renoising",
+        kind="approximate",
+    ),
+)

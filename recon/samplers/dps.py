@@ -23,43 +23,41 @@ Cost per step: one forward and one VJP through the denoiser (``vjp_chunk`` rows 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated
 
 import deepinv as dinv
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor
 
 from recon.priors.base import Denoiser
 
+from ._registry import Sampler
 from ._steps import (
     Callback,
     Generators,
     StepInfo,
     batch_norm,
-    check_inputs,
     ddim_step,
+    denoise,
     guidance_step,
-    initial_state,
-    make_streams,
     randn,
+    start,
 )
 
-
-class DPSConfig(BaseModel):
-    """DPS (Chung et al. 2023): DDPM/DDIM steps, then a per-sample step on grad ||y - A x0||."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    name: Literal["dps"] = "dps"
-    zeta: float = Field(0.5, ge=0.0, description="step size on grad ||y - A x0_hat|| (data units)")
-    vp_scale: float | None = Field(
-        0.5, gt=0.0, description="VP step weighting 1 + (sigma/vp_scale)^2; None: constant"
-    )
-    eta: float = Field(1.0, ge=0.0, le=1.0, description="1 = DDPM ancestral, 0 = DDIM")
-    clamp: tuple[float, float] | None = Field(
-        None, description="clamp x0_hat to this range inside the graph (official: data range)"
-    )
-    vjp_chunk: int | None = Field(None, ge=1, description="rows per forward+VJP (memory)")
+# shared with STSL and active subsampling, which take DPS steps
+Zeta = Annotated[
+    float, Field(ge=0.0, description="step size on grad ||y - A x0_hat|| (data units)")
+]
+VPScale = Annotated[
+    float | None,
+    Field(gt=0.0, description="VP step weighting 1 + (sigma/vp_scale)^2; None: constant"),
+]
+DDIMEta = Annotated[float, Field(ge=0.0, le=1.0, description="1 = DDPM ancestral, 0 = DDIM")]
+Clamp = Annotated[
+    tuple[float, float] | None,
+    Field(description="clamp x0_hat to this range inside the graph (official: data range)"),
+]
 
 
 def _guidance(
@@ -73,8 +71,7 @@ def _guidance(
     """x0_hat and the per-sample gradient of ``||y - A x0_hat(x)||`` w.r.t. x."""
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
-        s = torch.full((x.shape[0],), sigma, dtype=x.dtype, device=x.device)
-        x0 = denoiser(xg, s)
+        x0 = denoise(denoiser, xg, sigma)
         if clamp is not None:
             x0 = x0.clamp(*clamp)
         # the sum of per-sample norms: row i's gradient is that of its own norm only
@@ -122,11 +119,13 @@ def sample_dps(
     generator: Generators = None,
     callback: Callback = None,
     sigma_y: float | None = None,
-    zeta: float = 0.5,
-    vp_scale: float | None = 0.5,
-    eta: float = 1.0,
-    clamp: tuple[float, float] | None = None,
-    vjp_chunk: int | None = None,
+    zeta: Zeta = 0.5,
+    vp_scale: VPScale = 0.5,
+    eta: DDIMEta = 1.0,
+    clamp: Clamp = None,
+    vjp_chunk: Annotated[
+        int | None, Field(ge=1, description="rows per forward+VJP (memory)")
+    ] = None,
 ) -> Tensor:
     """Draw one DPS sample per measurement.
 
@@ -141,17 +140,13 @@ def sample_dps(
         callback: receives a :class:`StepInfo` after each step.
         sigma_y: unused by the update (DPS's normalised step does not need it); accepted so
             every sampler has the same signature.
-        zeta, vp_scale, eta, clamp, vjp_chunk: see :class:`DPSConfig`.
+        zeta, vp_scale, eta, clamp, vjp_chunk: the hyperparameters (module docstring).
 
     Returns:
         Samples (B, *x_shape).
     """
-    del sigma_y
-    check_inputs(y, sigmas)
     with torch.no_grad():
-        streams = make_streams(generator, y.shape[0], y.device)
-        sig = [float(s) for s in sigmas]
-        x = initial_state(physics, y, sig[0], streams, x_init)
+        streams, sig, x, _ = start(y, physics, sigmas, generator, x_init=x_init, sigma_y=sigma_y)
         for i in range(len(sig) - 1):
             s, s_next = sig[i], sig[i + 1]
             noise = randn(streams, x.shape[1:], x) if (eta > 0 and s_next > 0) else None
@@ -172,3 +167,13 @@ def sample_dps(
             if callback is not None:
                 callback(StepInfo(i, s, x, x0))
         return x
+
+
+SAMPLERS = (
+    Sampler(
+        sample_dps,
+        title="DPS",
+        summary="Chung et al. 2023: DDPM/DDIM steps, then a per-sample step on grad ||y - A x0||",
+        kind="approximate",
+    ),
+)

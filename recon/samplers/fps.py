@@ -41,44 +41,27 @@ The log-evidence is not reported (NaN): particle-independent constants are dropp
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated
 
 import deepinv as dinv
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor
 
-from recon.errors import SamplerInputError
 from recon.priors.base import Denoiser
 
 from ._particles import (
     RESAMPLERS,
+    ESSThreshold,
+    NParticles,
     ParticleResult,
+    Resampling,
     gaussian_product_move,
     reweight,
     run_clouds,
 )
-from ._steps import (
-    Callback,
-    Generators,
-    StepInfo,
-    check_inputs,
-    measurement_sigma,
-    particle_randn,
-)
-
-
-class FPSConfig(BaseModel):
-    """FPS-SMC (Dou & Song 2024): measurement bridge + Gaussian-product particle moves."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    name: Literal["fps"] = "fps"
-    n_particles: int = Field(16, ge=1, description="particles per measurement")
-    c_rate: float = Field(0.95, gt=0.0, le=1.0, description="DDIM variance ratio c (paper 0.95)")
-    ess_threshold: float = Field(0.5, ge=0.0, le=1.0, description="resample when ESS < this N")
-    resampling: Literal["systematic", "multinomial"] = "multinomial"
-    n_cg: int = Field(30, ge=1, description="CG iterations of each Gaussian-product move")
-    return_particles: bool = Field(False, description="return a ParticleResult")
+from ._registry import Sampler
+from ._steps import Callback, Generators, StepInfo, particle_randn, require_noise, start
 
 
 def _clouds(denoiser, y, physics, sig, streams, *, n, s_y, c, threshold, resample, n_cg, callback):
@@ -140,11 +123,15 @@ def sample_fps(
     generator: Generators = None,
     callback: Callback = None,
     sigma_y: float | None = None,
-    n_particles: int = 16,
-    c_rate: float = 0.95,
-    ess_threshold: float = 0.5,
-    resampling: str = "multinomial",
-    n_cg: int = 30,
+    n_particles: NParticles = 16,
+    c_rate: Annotated[
+        float, Field(gt=0.0, le=1.0, description="DDIM variance ratio c (paper 0.95)")
+    ] = 0.95,
+    ess_threshold: ESSThreshold = 0.5,
+    resampling: Resampling = "multinomial",
+    n_cg: Annotated[
+        int, Field(ge=1, description="CG iterations of each Gaussian-product move")
+    ] = 30,
     return_particles: bool = False,
 ) -> Tensor | ParticleResult:
     """FPS-SMC posterior sampling (see module docstring).
@@ -156,26 +143,20 @@ def sample_fps(
         callback: a :class:`StepInfo` per step for measurement 0's cloud.
         sigma_y: measurement noise std (> 0); from the operator when None.
         n_particles, c_rate, ess_threshold, resampling, n_cg, return_particles: see
-            :class:`FPSConfig`.
+            the hyperparameters (module docstring).
 
     Returns:
         (B, *x_shape) draws, or a :class:`ParticleResult`.
     """
-    del x_init
-    check_inputs(y, sigmas)
-    s_y = measurement_sigma(physics, sigma_y)
-    if s_y <= 0:
-        raise SamplerInputError(
-            "FPS needs sigma_y > 0 (its pseudo-likelihood variance): set the operator's "
-            "sigma_y or pass sigma_y"
-        )
+    opening = start(y, physics, sigmas, generator, sigma_y=sigma_y, init=None)
+    s_y = opening.sigma_y
+    require_noise(s_y, "FPS", "its pseudo-likelihood variance")
     return run_clouds(
         _clouds,
         denoiser,
         y,
         physics,
-        sigmas,
-        generator,
+        opening,
         callback,
         return_particles=return_particles,
         n=n_particles,
@@ -185,3 +166,13 @@ def sample_fps(
         resample=RESAMPLERS[resampling],
         n_cg=n_cg,
     )
+
+
+SAMPLERS = (
+    Sampler(
+        sample_fps,
+        title="FPS",
+        summary="Dou & Song 2024: measurement bridge + Gaussian-product particle moves",
+        kind="approximate",
+    ),
+)

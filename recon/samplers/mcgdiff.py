@@ -44,11 +44,11 @@ resampling). Cost: one network call per particle and step, no gradients.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated
 
 import deepinv as dinv
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor
 
 from recon.errors import SamplerInputError
@@ -57,34 +57,17 @@ from recon.priors.base import Denoiser
 
 from ._particles import (
     RESAMPLERS,
+    ESSThreshold,
     ParticleResult,
+    Resampling,
     log_mean_exp,
     normalize_log_weights,
     reweight,
     run_clouds,
 )
-from ._steps import (
-    Callback,
-    Generators,
-    StepInfo,
-    check_inputs,
-    measurement_sigma,
-    particle_randn,
-)
+from ._registry import Sampler
+from ._steps import Callback, Generators, StepInfo, particle_randn, start
 from .baselines import _row_physics
-
-
-class MCGdiffConfig(BaseModel):
-    """MCGdiff (Cardoso et al. 2024): SMC in the SVD basis; asymptotically exact."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    name: Literal["mcgdiff"] = "mcgdiff"
-    n_particles: int = Field(64, ge=1, description="particles per measurement (paper: 64)")
-    eta: float = Field(1.0, ge=0.0, le=1.0, description="DDIM stochasticity (paper: 1)")
-    kappa: float = Field(1e-4, gt=0.0, description="potential variance at tau (VP units)")
-    ess_threshold: float = Field(0.5, ge=0.0, le=1.0, description="resample when ESS < this N")
-    resampling: Literal["systematic", "multinomial"] = "systematic"
-    return_particles: bool = Field(False, description="return a ParticleResult")
 
 
 def _log_normal(x: Tensor, mean: Tensor, var: Tensor, where: Tensor) -> Tensor:
@@ -171,11 +154,17 @@ def sample_mcgdiff(
     generator: Generators = None,
     callback: Callback = None,
     sigma_y: float | None = None,
-    n_particles: int = 64,
-    eta: float = 1.0,
-    kappa: float = 1e-4,
-    ess_threshold: float = 0.5,
-    resampling: str = "systematic",
+    n_particles: Annotated[
+        int, Field(ge=1, description="particles per measurement (paper: 64)")
+    ] = 64,
+    eta: Annotated[
+        float, Field(ge=0.0, le=1.0, description="DDIM stochasticity (paper: 1)")
+    ] = 1.0,
+    kappa: Annotated[
+        float, Field(gt=0.0, description="potential variance at tau (VP units)")
+    ] = 1e-4,
+    ess_threshold: ESSThreshold = 0.5,
+    resampling: Resampling = "systematic",
     return_particles: bool = False,
 ) -> Tensor | ParticleResult:
     """MCGdiff posterior sampling (see module docstring).
@@ -188,7 +177,7 @@ def sample_mcgdiff(
         callback: a :class:`StepInfo` per step for measurement 0's cloud.
         sigma_y: measurement noise std (from the operator when None); 0 is allowed.
         n_particles, eta, kappa, ess_threshold, resampling, return_particles: see
-            :class:`MCGdiffConfig`.
+            the hyperparameters (module docstring).
 
     Returns:
         (B, *x_shape) draws, or a :class:`ParticleResult`. Its evidence includes the Gaussian
@@ -197,9 +186,8 @@ def sample_mcgdiff(
         test problem (200 steps, 8 x 512 particles) it reads -3.97 +- 0.15 against the exact
         -3.60 (TDS's evidence is the checked one, tests/test_smc.py).
     """
-    del x_init
-    check_inputs(y, sigmas)
-    s_y = measurement_sigma(physics, sigma_y)
+    opening = start(y, physics, sigmas, generator, sigma_y=sigma_y, init=None)
+    s_y = opening.sigma_y
     b = y.shape[0]
     try:
         svd(_row_physics(physics, 0, b), physics.A_adjoint(y[:1]))
@@ -210,8 +198,7 @@ def sample_mcgdiff(
         denoiser,
         y,
         physics,
-        sigmas,
-        generator,
+        opening,
         callback,
         return_particles=return_particles,
         n=n_particles,
@@ -221,3 +208,13 @@ def sample_mcgdiff(
         threshold=ess_threshold,
         resample=RESAMPLERS[resampling],
     )
+
+
+SAMPLERS = (
+    Sampler(
+        sample_mcgdiff,
+        title="MCGdiff",
+        summary="Cardoso et al. 2024: SMC in the SVD basis; asymptotically exact",
+        kind="asymptotic",
+    ),
+)

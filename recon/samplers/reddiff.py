@@ -27,27 +27,17 @@ not a posterior sample.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated
 
 import deepinv as dinv
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor
 
 from recon.priors.base import Denoiser
 
-from ._steps import Callback, Generators, StepInfo, check_inputs, make_streams, randn
-
-
-class REDDiffConfig(BaseModel):
-    """RED-Diff (Mardani et al. 2024): Adam on a data term plus a score-distillation prior term."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    name: Literal["reddiff"] = "reddiff"
-    lam: float = Field(0.25, ge=0.0, description="weight of the denoising (prior) term")
-    lr: float = Field(0.05, gt=0.0, description="Adam learning rate (data units)")
-    obs_weight: float = Field(1.0, ge=0.0, description="weight of the data term")
-    betas: tuple[float, float] = Field((0.9, 0.99), description="Adam betas")
+from ._registry import Sampler
+from ._steps import Callback, Generators, StepInfo, denoise, randn, start
 
 
 def sample_reddiff(
@@ -60,10 +50,12 @@ def sample_reddiff(
     generator: Generators = None,
     callback: Callback = None,
     sigma_y: float | None = None,
-    lam: float = 0.25,
-    lr: float = 0.05,
-    obs_weight: float = 1.0,
-    betas: tuple[float, float] = (0.9, 0.99),
+    lam: Annotated[
+        float, Field(ge=0.0, description="weight of the denoising (prior) term")
+    ] = 0.25,
+    lr: Annotated[float, Field(gt=0.0, description="Adam learning rate (data units)")] = 0.05,
+    obs_weight: Annotated[float, Field(ge=0.0, description="weight of the data term")] = 1.0,
+    betas: Annotated[tuple[float, float], Field(description="Adam betas")] = (0.9, 0.99),
 ) -> Tensor:
     """RED-Diff estimate ``mu`` per measurement.
 
@@ -77,28 +69,26 @@ def sample_reddiff(
         callback: receives a :class:`StepInfo` per step (``x`` = ``mu``).
         sigma_y: unused (the official weighting has no ``1 / sigma_v^2``); accepted for a
             uniform signature.
-        lam, lr, obs_weight, betas: see :class:`REDDiffConfig`.
+        lam, lr, obs_weight, betas: the hyperparameters (module docstring).
 
     Returns:
         ``mu`` (B, *x_shape).
     """
-    del sigma_y
-    check_inputs(y, sigmas)
     b1, b2 = betas
     adam_eps = 1e-8
     with torch.no_grad():
-        streams = make_streams(generator, y.shape[0], y.device)
-        mu = (physics.A_dagger(y) if x_init is None else x_init).detach().clone()
+        streams, sig, mu, _ = start(
+            y, physics, sigmas, generator, x_init=x_init, sigma_y=sigma_y, init="pinv"
+        )
         # Adam (Kingma & Ba 2015) written out: elementwise, so per sample by construction
         m1 = torch.zeros_like(mu)
         m2 = torch.zeros_like(mu)
         n_meas = y[0].numel()
         n_img = mu[0].numel()
-        sig = [float(s) for s in sigmas[:-1]]
-        for i, s in enumerate(sig):
+        for i, s in enumerate(sig[:-1]):
             eps = randn(streams, mu.shape[1:], mu)
             x_t = mu + s * eps
-            x0 = denoiser(x_t, torch.full((mu.shape[0],), s, dtype=mu.dtype, device=mu.device))
+            x0 = denoise(denoiser, x_t, s)
             eps_hat = (x_t - x0) / s
             with torch.enable_grad():
                 mu_g = mu.detach().requires_grad_(True)
@@ -115,3 +105,13 @@ def sample_reddiff(
             if callback is not None:
                 callback(StepInfo(i, s, mu, x0))
         return mu
+
+
+SAMPLERS = (
+    Sampler(
+        sample_reddiff,
+        title="RED-Diff",
+        summary="Mardani et al. 2024: Adam on a data term plus a score-distillation prior term",
+        kind="approximate",
+    ),
+)

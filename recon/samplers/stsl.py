@@ -27,40 +27,19 @@ ancestral noise equals DPS's for the same generator. For a Gaussian prior ``T`` 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated
 
 import deepinv as dinv
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor
 
 from recon.linalg import batch_dot, batch_norm
 from recon.priors.base import Denoiser
 
-from ._steps import (
-    Callback,
-    Generators,
-    StepInfo,
-    check_inputs,
-    ddim_step,
-    guidance_step,
-    initial_state,
-    make_streams,
-    randn,
-)
-
-
-class STSLConfig(BaseModel):
-    """STSL (Rout et al. 2024): DPS plus a Hutchinson second-order (Hessian-trace) term."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    name: Literal["stsl"] = "stsl"
-    zeta: float = Field(0.5, ge=0.0, description="step size (as DPS's zeta)")
-    vp_scale: float | None = Field(0.5, gt=0.0, description="VP step weighting, as DPS")
-    gamma: float = Field(0.02, ge=0.0, description="weight of the Hessian-trace term")
-    n_probes: int = Field(1, ge=1, description="Hutchinson probes per step")
-    probe_scale: float = Field(1.0, gt=0.0, description="delta of the score difference")
-    eta: float = Field(1.0, ge=0.0, le=1.0, description="1 = DDPM ancestral, 0 = DDIM")
+from ._registry import Sampler
+from ._steps import Callback, Generators, StepInfo, ddim_step, denoise, guidance_step, randn, start
+from .dps import DDIMEta, VPScale, Zeta
 
 
 def hutchinson_laplacian(
@@ -113,29 +92,26 @@ def sample_stsl(
     generator: Generators = None,
     callback: Callback = None,
     sigma_y: float | None = None,
-    zeta: float = 0.5,
-    vp_scale: float | None = 0.5,
-    gamma: float = 0.02,
-    n_probes: int = 1,
-    probe_scale: float = 1.0,
-    eta: float = 1.0,
+    zeta: Zeta = 0.5,
+    vp_scale: VPScale = 0.5,
+    gamma: Annotated[float, Field(ge=0.0, description="weight of the Hessian-trace term")] = 0.02,
+    n_probes: Annotated[int, Field(ge=1, description="Hutchinson probes per step")] = 1,
+    probe_scale: Annotated[
+        float, Field(gt=0.0, description="delta of the score difference")
+    ] = 1.0,
+    eta: DDIMEta = 1.0,
 ) -> Tensor:
     """Draw one STSL sample per measurement (see module docstring), (B, *x_shape)."""
-    del sigma_y
-    check_inputs(y, sigmas)
     with torch.no_grad():
-        streams = make_streams(generator, y.shape[0], y.device)
+        streams, sig, x, _ = start(y, physics, sigmas, generator, x_init=x_init, sigma_y=sigma_y)
         pstreams = _probe_streams(streams)
-        sig = [float(s) for s in sigmas]
-        x = initial_state(physics, y, sig[0], streams, x_init)
         d = x[0].numel()
         for i in range(len(sig) - 1):
             s, s_next = sig[i], sig[i + 1]
             probes = torch.stack([randn(pstreams, x.shape[1:], x) for _ in range(n_probes)])
             with torch.enable_grad():
                 xg = x.detach().requires_grad_(True)
-                sv = torch.full((x.shape[0],), s, dtype=x.dtype, device=x.device)
-                x0 = denoiser(xg, sv)
+                x0 = denoise(denoiser, xg, s)
                 loss = -batch_norm(y - physics.A(x0))
                 if gamma > 0:
                     lap = hutchinson_laplacian(denoiser, xg, s, probes, delta=probe_scale)
@@ -147,3 +123,13 @@ def sample_stsl(
             if callback is not None:
                 callback(StepInfo(i, s, x, x0.detach()))
         return x
+
+
+SAMPLERS = (
+    Sampler(
+        sample_stsl,
+        title="STSL",
+        summary="Rout et al. 2024: DPS plus a Hutchinson second-order (Hessian-trace) term",
+        kind="approximate",
+    ),
+)

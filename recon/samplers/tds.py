@@ -28,47 +28,29 @@ a :class:`ParticleResult` with the whole cloud.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Annotated
 
 import deepinv as dinv
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import Tensor
 
-from recon.errors import SamplerInputError
 from recon.linalg import batch_dot
 from recon.priors.base import Denoiser
 
 from ._particles import (
     RESAMPLERS,
+    ESSThreshold,
+    NParticles,
     ParticleResult,
+    Resampling,
     log_mean_exp,
     normalize_log_weights,
     reweight,
     run_clouds,
 )
-from ._steps import (
-    Callback,
-    Generators,
-    StepInfo,
-    check_inputs,
-    measurement_sigma,
-    particle_randn,
-)
-
-
-class TDSConfig(BaseModel):
-    """TDS (Wu et al. 2023): twisted SMC with DPS-like proposals; asymptotically exact."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    name: Literal["tds"] = "tds"
-    n_particles: int = Field(
-        64, ge=1, description="particles per measurement (64: near the exact floor on d = 8)"
-    )
-    twist_scale: float = Field(1.0, ge=0.0, description="c: twisting variance sigma_y^2+c sigma^2")
-    ess_threshold: float = Field(0.5, ge=0.0, le=1.0, description="resample when ESS < this N")
-    resampling: Literal["systematic", "multinomial"] = "systematic"
-    return_particles: bool = Field(False, description="return a ParticleResult")
+from ._registry import Sampler
+from ._steps import Callback, Generators, StepInfo, particle_randn, require_noise, start
 
 
 def _log_twist(
@@ -143,10 +125,12 @@ def sample_tds(
     generator: Generators = None,
     callback: Callback = None,
     sigma_y: float | None = None,
-    n_particles: int = 64,
-    twist_scale: float = 1.0,
-    ess_threshold: float = 0.5,
-    resampling: str = "systematic",
+    n_particles: NParticles = 64,
+    twist_scale: Annotated[
+        float, Field(ge=0.0, description="c: twisting variance sigma_y^2 + c sigma^2")
+    ] = 1.0,
+    ess_threshold: ESSThreshold = 0.5,
+    resampling: Resampling = "systematic",
     return_particles: bool = False,
 ) -> Tensor | ParticleResult:
     """Twisted SMC posterior sampling (see module docstring).
@@ -158,26 +142,20 @@ def sample_tds(
         callback: receives a :class:`StepInfo` per step for measurement 0's cloud.
         sigma_y: measurement noise std (> 0); from the operator when None.
         n_particles, twist_scale, ess_threshold, resampling, return_particles: see
-            :class:`TDSConfig`.
+            the hyperparameters (module docstring).
 
     Returns:
         (B, *x_shape) draws, or a :class:`ParticleResult` when ``return_particles``.
     """
-    del x_init
-    check_inputs(y, sigmas)
-    s_y = measurement_sigma(physics, sigma_y)
-    if s_y <= 0:
-        raise SamplerInputError(
-            "TDS needs sigma_y > 0 (its final weights are the likelihood): set the operator's "
-            "sigma_y or pass sigma_y"
-        )
+    opening = start(y, physics, sigmas, generator, sigma_y=sigma_y, init=None)
+    s_y = opening.sigma_y
+    require_noise(s_y, "TDS", "its final weights are the likelihood")
     return run_clouds(
         _clouds,
         denoiser,
         y,
         physics,
-        sigmas,
-        generator,
+        opening,
         callback,
         return_particles=return_particles,
         n=n_particles,
@@ -186,3 +164,13 @@ def sample_tds(
         threshold=ess_threshold,
         resample=RESAMPLERS[resampling],
     )
+
+
+SAMPLERS = (
+    Sampler(
+        sample_tds,
+        title="TDS",
+        summary="Wu et al. 2023: twisted SMC with DPS-like proposals; asymptotically exact",
+        kind="asymptotic",
+    ),
+)
