@@ -7,13 +7,13 @@ traceback.
 
 from __future__ import annotations
 
-import json
 import sys
 from enum import Enum
 from pathlib import Path
 
 import typer
 
+from recon.catalog import LISTINGS
 from recon.errors import UserError
 
 app = typer.Typer(
@@ -51,173 +51,17 @@ def _root(
     """recon: diffusion-prior reconstruction for MRI, CT and image restoration."""
 
 
-class ListWhat(str, Enum):
-    operators = "operators"
-    samplers = "samplers"
-    schedules = "schedules"
-    priors = "priors"
-    benchmarks = "benchmarks"
+ListWhat = Enum("ListWhat", {name: name for name in LISTINGS}, type=str)  # type: ignore[misc]
 
 
 @app.command("list")
 def list_cmd(
-    what: ListWhat = typer.Argument(..., help="What to list: operators, samplers or schedules."),
+    what: ListWhat = typer.Argument(..., help=f"What to list: {', '.join(LISTINGS)}."),
 ) -> None:
-    """List the registered operators, samplers or schedules with their settings."""
-    if what is ListWhat.operators:
-        from recon.operators import OPERATORS
+    """List what recon offers, with settings and defaults (generated from its registries)."""
+    from recon.catalog import render
 
-        for name, (cfg_cls, _) in OPERATORS.items():
-            doc = (cfg_cls.__doc__ or "").strip().splitlines()[0]
-            fields = ", ".join(k for k in cfg_cls.model_fields if k != "name")
-            typer.echo(f"{name:18s} {doc}\n{'':18s} fields: {fields}")
-    elif what is ListWhat.samplers:
-        from recon.samplers import SAMPLERS
-
-        for name, (cfg_cls, _) in SAMPLERS.items():
-            doc = (cfg_cls.__doc__ or "").strip().splitlines()[0]
-            fields = ", ".join(
-                f"{k}={v.default}" for k, v in cfg_cls.model_fields.items() if k != "name"
-            )
-            typer.echo(f"{name:10s} {doc}\n{'':10s} {fields or '(no hyperparameters)'}")
-    elif what is ListWhat.priors:
-        from recon.priors import manifest
-
-        for e in manifest():
-            size = f"{e['channels']}x{e['resolution']}x{e['resolution']}"
-            typer.echo(
-                f"{e['name']:20s} {e['kind']:9s} {size:9s} {e['size_bytes'] / 1e6:5.1f} MB  "
-                f"{e.get('description', '')}"
-            )
-            for line in e.get("summary", []):
-                typer.echo(f"{'':20s} {line}")
-        typer.echo(
-            "phantom-gaussian     exact Gaussian (PPCA, rank 128) fitted in seconds to recon's "
-            "random phantoms, sized to the scan (complex for MRI)"
-        )
-        typer.echo(
-            "digits-gaussian      exact Gaussian (PPCA, rank 64) fitted to the 4000 training "
-            "digits, 1x32x32"
-        )
-        typer.echo(
-            "FOLDER               a folder written by recon train-prior (model_card.json + "
-            "prior.safetensors)"
-        )
-        typer.echo(
-            "PATH.safetensors   an exact Gaussian / Gaussian-mixture prior saved with "
-            "recon.priors.save_exact_prior"
-        )
-    elif what is ListWhat.benchmarks:
-        from recon.datasets import benchmark_sets
-
-        for name, b in benchmark_sets().items():
-            typer.echo(f"{name:20s} {b.n_items} items  {b.description}")
-    else:
-        from recon.schedules import SCHEDULES
-
-        for name, fn in SCHEDULES.items():
-            typer.echo(f"{name:8s} {(fn.__doc__ or '').strip().splitlines()[0]}")
-
-
-def _prior_config(spec: str, shape: tuple[int, int, int] | None) -> dict:
-    """--prior NAME|PATH as a prior config."""
-    from recon.priors import manifest
-
-    entries = {e["name"]: e for e in manifest()}
-    if spec in entries or Path(spec).is_dir():
-        channels = entries[spec]["channels"] if spec in entries else None
-        if channels is None:
-            card = Path(spec) / "model_card.json"
-            channels = json.loads(card.read_text())["channels"] if card.is_file() else None
-        cplx = shape is not None and shape[0] == 2 and channels == 1
-        return {"kind": "network", "source": spec, "complex": cplx}
-    if Path(spec).suffix == ".safetensors":
-        from safetensors import safe_open
-
-        try:
-            with safe_open(spec, framework="pt") as f:
-                meta = f.metadata() or {}
-        except Exception:  # unreadable: let the exact-prior loader report it in one line
-            meta = {}
-        if meta.get("format") == "recon-edm-unet":
-            cplx = shape is not None and shape[0] == 2 and '"channels":1' in meta["unet"]
-            return {"kind": "network", "source": spec, "complex": cplx}
-        return {"kind": "exact", "path": spec}
-    if spec == "digits-gaussian":
-        if shape is not None and tuple(shape) != (1, 32, 32):
-            raise UserError(f"--prior digits-gaussian is for 1x32x32 images, not {shape}")
-        return {"kind": "digits_gaussian"}
-    if spec == "phantom-gaussian":
-        if shape is None:
-            raise UserError(
-                "--prior phantom-gaussian: the scan does not say its image size; "
-                "use a config with prior.size"
-            )
-        if shape[-1] != shape[-2]:
-            raise UserError(f"--prior phantom-gaussian needs square images, got {shape[-2:]}")
-        return {"kind": "phantom_gaussian", "size": shape[-1], "complex": shape[0] == 2}
-    raise UserError(
-        f"--prior {spec!r}: unknown prior; use a name from recon list priors, a train-prior "
-        "folder or a .safetensors path"
-    )
-
-
-def _run_config(
-    config: Path | None,
-    *,
-    scan: str | None,
-    output: str | None,
-    sampler: str | None,
-    prior: str | None,
-    samples: int | None,
-    steps: int | None,
-    batch_size: int | None,
-    device: str | None,
-    seed: int | None,
-    figure: str | None,
-    force: bool,
-    overrides: list[str],
-):
-    from recon.config import RunConfig, apply_overrides, read_mapping, validate
-    from recon.io import scan_image_shape
-    from recon.samplers import SAMPLERS
-
-    data = read_mapping(config) if config is not None else {}
-    if scan is not None:
-        data["input"] = scan
-    if output is not None:
-        data["output"] = output
-    if sampler is not None:
-        if sampler not in SAMPLERS:
-            raise UserError(
-                f"--sampler {sampler!r}: unknown sampler; choose one of {', '.join(SAMPLERS)}"
-            )
-        if data.get("sampler", {}).get("name") != sampler:
-            data["sampler"] = {"name": sampler}
-    data.setdefault("sampler", {"name": "dds"})
-    if prior is not None or "prior" not in data:
-        shape = scan_image_shape(data["input"]) if data.get("input") else None
-        data["prior"] = _prior_config(prior or "phantom-gaussian", shape)
-    if steps is not None:
-        data["schedule"] = {
-            **data.get("schedule", {"name": "karras", "sigma_max": 10.0}),
-            "n_steps": steps,
-        }
-    data.setdefault("schedule", {"name": "karras", "n_steps": 50, "sigma_max": 10.0})
-    for key, val in (
-        ("n_samples", samples),
-        ("batch_size", batch_size),
-        ("device", device),
-        ("seed", seed),
-        ("figure", figure),
-    ):
-        if val is not None:
-            data[key] = val
-    if force:
-        data["force"] = True
-    if overrides:
-        data = apply_overrides(data, overrides)
-    return validate(RunConfig, data, source=str(config) if config else "command line")
+    typer.echo(render(what.value))
 
 
 class _LazyBar:
@@ -249,12 +93,13 @@ def reconstruct(
         None, "--config", "-c", help="Run config (YAML/TOML/JSON); flags override it."
     ),
     sampler: str | None = typer.Option(
-        None,
-        "--sampler",
-        help="dds, dps, reddiff, tv, pinv, fbp, exact (recon list samplers). Default dds.",
+        None, "--sampler", help="Sampler name (`recon list samplers`); the run config's default."
     ),
     prior: str | None = typer.Option(
-        None, "--prior", help="phantom-gaussian or a .safetensors exact prior (recon list priors)."
+        None,
+        "--prior",
+        help="Prior name or path (`recon list priors`), sized to the scan; unused by samplers "
+        "that need none.",
     ),
     samples: int | None = typer.Option(
         None, "--samples", min=1, help="Posterior samples per slice (std needs >= 2)."
@@ -263,7 +108,7 @@ def reconstruct(
     batch_size: int | None = typer.Option(
         None, "--batch-size", min=1, help="Rows per sampler call (memory budget)."
     ),
-    device: str | None = typer.Option(None, "--device", help="cpu or cuda."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda or cuda:N."),
     seed: int | None = typer.Option(None, "--seed", help="Run seed."),
     figure: Path | None = typer.Option(None, "--figure", help="Write a PNG comparison."),
     set_: list[str] = typer.Option(
@@ -275,44 +120,41 @@ def reconstruct(
 
     For fastMRI files the operator (single/multi-coil, mask, coil maps estimated from the ACS
     lines) comes from the file; for CT files from its attributes; for measurement files from
-    their operator record. Example:
+    their operator record. Defaults are the run config's (`recon list samplers`, `recon list
+    schedules`). Example:
 
         recon reconstruct data/benchmarks/mri_x4_multicoil/scan.h5 -o out.h5 --samples 4
     """
-    import torch
-
     from recon import metrics
+    from recon.config import run_config
     from recon.pipeline import run
 
-    cfg = _run_config(
+    cfg = run_config(
         config,
-        scan=str(scan),
-        output=str(output),
         sampler=sampler,
+        overrides=set_,
+        input=str(scan),
+        output=str(output),
         prior=prior,
-        samples=samples,
-        steps=steps,
+        n_samples=samples,
+        **{"schedule.n_steps": steps},
         batch_size=batch_size,
         device=device,
         seed=seed,
         figure=str(figure) if figure else None,
-        force=force,
-        overrides=set_,
+        force=force or None,
     )
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {cfg.device}: CUDA is not available here; use cpu")
     bar = _LazyBar(cfg.sampler.name, "row")
     try:
         res = run(cfg, on_rows=bar)
     finally:
         bar.close()
     if res.metrics:
-        conv = "fastmri" if len(res.metrics["psnr"]) == 1 and len(res.indices) > 1 else "image"
         psnr = sum(res.metrics["psnr"]) / len(res.metrics["psnr"])
         ssim = sum(res.metrics["ssim"]) / len(res.metrics["ssim"])
         typer.echo(
             f"PSNR {psnr:.2f} dB, SSIM {ssim:.3f} against the file's ground truth "
-            f"({metrics.CONVENTIONS[conv]})"
+            f"({metrics.CONVENTIONS[res.convention]})"
         )
     typer.echo(
         f"{len(res.indices)} item(s), {cfg.n_samples} sample(s) each, "
@@ -412,7 +254,9 @@ def evaluate(
         ..., "--benchmark", "-b", help="A bundled set (recon list benchmarks) or a folder."
     ),
     output: Path = typer.Option(..., "--output", "-o", help="Results folder (resumable)."),
-    sampler: str = typer.Option("dds", "--sampler", help="Sampler name."),
+    sampler: str | None = typer.Option(
+        None, "--sampler", help="Sampler name (`recon list samplers`); the run config's default."
+    ),
     prior: str | None = typer.Option(
         None, "--prior", help="Prior name or path (default: the set's default_prior)."
     ),
@@ -427,33 +271,21 @@ def evaluate(
     summary with the metric convention named, and a PNG grid. Rerunning skips finished items."""
     from tqdm import tqdm
 
+    from recon.config import run_config
     from recon.datasets import resolve_benchmark
     from recon.evaluate import evaluate as run_evaluate
 
     bench = resolve_benchmark(benchmark)
-    if prior is None:
-        import json
-
-        info = bench.path / "info.json"
-        prior = (
-            json.loads(info.read_text()).get("default_prior", "phantom-gaussian")
-            if info.is_file()
-            else "phantom-gaussian"
-        )
-    cfg = _run_config(
+    cfg = run_config(
         config,
-        scan=str(bench.scan),
-        output=None,
         sampler=sampler,
+        overrides=set_,
+        input=str(bench.scan),
         prior=prior,
-        samples=samples,
-        steps=steps,
-        batch_size=None,
+        n_samples=samples,
+        **{"schedule.n_steps": steps},
         device=device,
         seed=seed,
-        figure=None,
-        force=False,
-        overrides=set_,
     )
     bar = tqdm(
         total=bench.n_items if bench.n_items > 0 else None,
@@ -492,9 +324,15 @@ def acquire(
         0.08, "--center-fraction", help="Initial ACS fraction of the lines."
     ),
     per_round: int = typer.Option(1, "--per-round", min=1, help="Lines acquired per round."),
-    particles: int = typer.Option(16, "--particles", min=2, help="DPS particles per slice."),
-    steps: int = typer.Option(100, "--steps", min=2, help="Diffusion steps."),
-    zeta: float = typer.Option(0.5, "--zeta", help="DPS step size (data units)."),
+    particles: int | None = typer.Option(
+        None, "--particles", min=2, help="DPS particles per slice (default: the library's)."
+    ),
+    steps: int | None = typer.Option(
+        None, "--steps", min=2, help="Diffusion steps (default: the run config's schedule)."
+    ),
+    zeta: float | None = typer.Option(
+        None, "--zeta", help="DPS step size, data units (default: DPS's)."
+    ),
     window: str = typer.Option(
         "0,0.5", "--window", help="START,STOP fractions of the steps where lines are acquired."
     ),
@@ -519,12 +357,10 @@ def acquire(
 
         recon acquire full.h5 -o ads.h5 --acceleration 4 --figure ads.png
     """
-    import torch
-
-    from recon import io
+    from recon import errors, io
     from recon.active import acquire_file
-    from recon.config import Frozen, PriorConfig, validate
-    from recon.schedules import karras
+    from recon.config import KarrasScheduleConfig, validate
+    from recon.priors.configs import PriorConfig, resolve
 
     io.check_writable(output, force=force)
     try:
@@ -535,8 +371,7 @@ def acquire(
         raise UserError(f"--window {window!r}: need 0 <= START < STOP <= 1")
     if not 2.0 <= acceleration <= 32.0:
         raise UserError(f"--acceleration {acceleration}: choose a value in [2, 32]")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: CUDA is not available here; use cpu")
+    errors.device(device)
     idx = None
     if slices:
         try:
@@ -544,33 +379,32 @@ def acquire(
         except ValueError:
             raise UserError(f"--slices {slices!r}: use comma-separated integers") from None
     info = io.fastmri_info(scan)
+    from pydantic import TypeAdapter
 
-    class _Prior(Frozen):
-        prior: PriorConfig
-
-    pcfg = validate(_Prior, {"prior": _prior_config(prior, (2, *info.shape))}, source="--prior")
-    den = pcfg.prior.build(device=device)
+    prior_cfg = TypeAdapter(PriorConfig).validate_python(resolve(prior, (2, *info.shape)))
+    den = prior_cfg.build(device=device)
+    schedule = validate(KarrasScheduleConfig, {} if steps is None else {"n_steps": steps})
+    options = {"n_particles": particles, "zeta": zeta}
     bar = _LazyBar("acquire", "slice")
     try:
         summary = acquire_file(
             str(scan),
             str(output),
             den,
-            karras(steps),
+            schedule.build(),
             acceleration=acceleration,
             center_fraction=center_fraction,
             slices=idx,
             seed=seed,
             device=device,
             force=force,
-            record={"prior": pcfg.prior.model_dump(mode="json")},
+            record={"prior": prior_cfg.model_dump(mode="json"), "schedule": schedule.model_dump()},
             figure=str(figure) if figure else None,
             on_slice=bar,
-            n_particles=particles,
             per_round=per_round,
             window=(lo, hi),
-            zeta=zeta,
             hard_consistency=hard_consistency,
+            **{k: v for k, v in options.items() if v is not None},
         )
     finally:
         bar.close()
@@ -675,15 +509,13 @@ def demo(
     seed, versions and timing as attributes) and OUTPUT/demo.png (truth / zero-filled / DDS /
     exact / error / std), and prints PSNR/SSIM with their convention.
     """
-    import torch
     from tqdm import tqdm
 
-    from recon import metrics
+    from recon import errors, metrics
     from recon.demo import run_demo
     from recon.io import check_writable
 
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: CUDA is not available on this machine; use cpu")
+    errors.device(device)
     output.mkdir(parents=True, exist_ok=True)
     check_writable(output / "demo.h5", force=force)
     bar = _LazyBar("DDS samples", "sample")
@@ -711,24 +543,23 @@ def demo(
 
 
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2."""
+    """Console entry point: user and usage errors become one line on stderr and exit code 2;
+    an interrupt (Ctrl-C) exits 130, never 0."""
     try:
         app(standalone_mode=False)
-    except UserError as exc:
-        typer.echo(f"recon: error: {exc}", err=True)
-        sys.exit(2)
-    except FileNotFoundError as exc:
+    except (UserError, FileNotFoundError) as exc:
         typer.echo(f"recon: error: {exc}", err=True)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(1)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("recon: interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:
+        # usage errors of the click that typer carries (vendored or not): they show themselves
+        if callable(getattr(exc, "show", None)) and isinstance(
+            getattr(exc, "exit_code", None), int
+        ):
             exc.show()
             sys.exit(exc.exit_code)
         raise

@@ -42,8 +42,11 @@ import torch
 from torch import Tensor
 
 from recon.priors.base import Denoiser
-from recon.samplers._steps import StepInfo, check_inputs
-from recon.samplers.dps import dps_step
+from recon.samplers._steps import StepInfo, check_inputs, row_generator
+from recon.samplers.dps import SAMPLERS as _DPS_ENTRY
+from recon.samplers.dps import DDIMEta, VPScale, Zeta, dps_step
+
+_DPS = _DPS_ENTRY[0].defaults()  # the particles take DPS steps with DPS's own defaults
 
 
 @dataclass
@@ -144,9 +147,9 @@ def active_subsampling(
     window: tuple[float, float] = (0.0, 0.5),
     n_particles: int = 16,
     sigma_entropy: float | None = None,
-    zeta: float = 0.5,
-    vp_scale: float | None = 0.5,
-    eta: float = 1.0,
+    zeta: Zeta = _DPS["zeta"],
+    vp_scale: VPScale = _DPS["vp_scale"],
+    eta: DDIMEta = _DPS["eta"],
     generator: torch.Generator | None = None,
     callback: Callable[[StepInfo], None] | None = None,
     hard_consistency: bool = False,
@@ -169,7 +172,7 @@ def active_subsampling(
         window: (start, stop) fractions of the steps within which rounds are spread evenly.
         n_particles: DPS trajectories sharing the mask.
         sigma_entropy: ``s`` of the entropy; None: automatic per round (:func:`gmm_entropy`).
-        zeta, vp_scale, eta: DPS step (see :class:`recon.samplers.DPSConfig`).
+        zeta, vp_scale, eta: DPS step (see :func:`recon.samplers.sample_dps`; its defaults).
         generator: the scan's random stream.
         callback: a :class:`StepInfo` per step.
         hard_consistency: replace the measured entries of each final particle by the data,
@@ -437,7 +440,7 @@ def acquire_file(
     t0 = time.perf_counter()
     for done, i in enumerate(idx):
         k, truth = io.read_fastmri_slice(info, i)
-        g = torch.Generator(device).manual_seed(seed * 1_000_003 + i)
+        g = row_generator(seed, i, 0, device)
         try:
             res, scale = acquire_fastmri_slice(
                 k.to(device),
@@ -495,9 +498,9 @@ def acquire_file(
         for key in ("psnr", "ssim", "metric_convention"):
             if key in summary:
                 attrs[key] = summary[key]
-        io._write_attrs(f, attrs)
+        io.write_attrs(f, attrs)
 
-    io._atomic_h5(io.Path(output), force, fill)
+    io.atomic_h5(io.Path(output), force, fill)
     if figure is not None:
         from recon.figures import comparison_figure
 

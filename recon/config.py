@@ -33,14 +33,14 @@ class Frozen(BaseModel):
 
 
 def annotated_parameters(fn: Callable[..., Any]) -> dict[str, tuple[Any, Any]]:
-    """The keyword-only parameters of ``fn`` annotated ``Annotated[T, Field(...)]``, as
+    """The parameters of ``fn`` annotated ``Annotated[T, Field(...)]`` (with defaults), as
     ``{name: (annotation, default)}`` in signature order: the one place a hyperparameter's type,
     default, constraint and help text are written."""
     hints = typing.get_type_hints(fn, include_extras=True)
     out: dict[str, tuple[Any, Any]] = {}
     for p in inspect.signature(fn).parameters.values():
         ann = hints.get(p.name)
-        if p.kind is not p.KEYWORD_ONLY or typing.get_origin(ann) is not Annotated:
+        if p.kind is p.VAR_KEYWORD or typing.get_origin(ann) is not Annotated:
             continue
         if any(isinstance(m, FieldInfo) for m in typing.get_args(ann)[1:]):
             out[p.name] = (ann, p.default)
@@ -48,51 +48,43 @@ def annotated_parameters(fn: Callable[..., Any]) -> dict[str, tuple[Any, Any]]:
 
 
 def config_from_signature(
-    fn: Callable[..., Any], *, tag: str, value: str, cls_name: str, doc: str
+    fn: Callable[..., Any],
+    *,
+    tag: str,
+    value: str,
+    cls_name: str,
+    doc: str,
+    base: type[Frozen] = Frozen,
 ) -> type[Frozen]:
     """A frozen config model whose fields are ``fn``'s annotated keyword parameters (see
     :func:`annotated_parameters`) plus the discriminator ``tag: Literal[value]``."""
     fields: dict[str, Any] = {tag: (Literal[value], value)}
     fields.update(annotated_parameters(fn))
-    model = create_model(cls_name, __base__=Frozen, __doc__=doc, **fields)
+    model = create_model(cls_name, __base__=base, __doc__=doc, **fields)
     model.__module__ = fn.__module__
     return model
 
 
-class KarrasScheduleConfig(Frozen):
-    """EDM schedule (Karras et al. 2022), sigmas in data units."""
-
-    name: Literal["karras"] = "karras"
-    n_steps: int = Field(50, ge=1)
-    sigma_min: float = Field(0.002, gt=0)
-    sigma_max: float = Field(80.0, gt=0)
-    rho: float = Field(7.0, gt=0)
+class _Schedule(Frozen):
+    """A schedule config: ``name`` picks the function of :data:`recon.schedules.SCHEDULES`,
+    the other fields are its arguments."""
 
     def build(self):
-        return schedules.karras(
-            self.n_steps, sigma_min=self.sigma_min, sigma_max=self.sigma_max, rho=self.rho
-        )
+        args = {k: getattr(self, k) for k in type(self).model_fields if k != "name"}
+        return schedules.SCHEDULES[self.name](**args)  # type: ignore[attr-defined]
 
 
-class DDPMScheduleConfig(Frozen):
-    """DDPM linear-beta schedule as VE sigmas, optionally respaced to ``n_steps`` (DDIM)."""
+def _schedule_config(name: str) -> type[Frozen]:
+    fn = schedules.SCHEDULES[name]
+    doc = (fn.__doc__ or "").strip().splitlines()[0]
+    cls_name = {"karras": "KarrasScheduleConfig", "ddpm": "DDPMScheduleConfig"}[name]
+    return config_from_signature(
+        fn, tag="name", value=name, cls_name=cls_name, doc=doc, base=_Schedule
+    )
 
-    name: Literal["ddpm"] = "ddpm"
-    n_train_steps: int = Field(1000, ge=2)
-    beta_start: float = Field(1e-4, gt=0)
-    beta_end: float = Field(0.02, gt=0, lt=1)
-    scale: float = Field(0.5, gt=0, description="network units -> data units (0.5 for [-1,1])")
-    n_steps: int | None = Field(None, ge=1, description="respace to this many steps")
 
-    def build(self):
-        s = schedules.ddpm(
-            self.n_train_steps,
-            beta_start=self.beta_start,
-            beta_end=self.beta_end,
-            scale=self.scale,
-        )
-        return s if self.n_steps is None else schedules.respace(s, self.n_steps)
-
+KarrasScheduleConfig = _schedule_config("karras")
+DDPMScheduleConfig = _schedule_config("ddpm")
 
 ScheduleConfig = Annotated[KarrasScheduleConfig | DDPMScheduleConfig, Field(discriminator="name")]
 
@@ -235,75 +227,6 @@ def load_config(model: type[M], path: str | Path, *, overrides: list[str] | None
 # Priors and the run
 
 
-class ExactPriorConfig(Frozen):
-    """An exact Gaussian or Gaussian-mixture prior saved with ``save_exact_prior``."""
-
-    kind: Literal["exact"] = "exact"
-    path: str = Field(description="path to the .safetensors file")
-
-    def build(self, *, device: str = "cpu"):
-        from recon.priors import load_exact_prior
-
-        return load_exact_prior(self.path, device=device)
-
-
-class PhantomGaussianConfig(Frozen):
-    """A Gaussian prior fitted (PPCA) to recon's seeded random phantoms, in seconds."""
-
-    kind: Literal["phantom_gaussian"] = "phantom_gaussian"
-    size: int = Field(64, ge=8, description="image size (H = W)")
-    n_train: int = Field(2000, ge=10, description="phantoms to fit on")
-    rank: int = Field(128, ge=1, description="PCA rank")
-    seed: int = Field(1, description="seed of the training phantoms")
-    complex: bool = Field(False, description="2-channel (real, imaginary) images for MRI")
-
-    def build(self, *, device: str = "cpu"):
-        from recon.phantoms import phantom_gaussian_prior
-
-        return phantom_gaussian_prior(
-            self.size,
-            n_train=self.n_train,
-            rank=self.rank,
-            seed=self.seed,
-            complex_valued=self.complex,
-        ).to(device)
-
-
-class DigitsGaussianConfig(Frozen):
-    """A Gaussian prior (PPCA) fitted to the 4000 training digits (32x32), in seconds."""
-
-    kind: Literal["digits_gaussian"] = "digits_gaussian"
-    rank: int = Field(64, ge=1, description="PCA rank")
-
-    def build(self, *, device: str = "cpu"):
-        from recon.digits import digits_gaussian_prior
-
-        return digits_gaussian_prior(self.rank).to(device)
-
-
-class NetworkPriorConfig(Frozen):
-    """A bundled prior by name (``recon list priors``) or a local prior folder/file, loaded
-    offline with its sha256 checked (:func:`recon.priors.load`)."""
-
-    kind: Literal["network"] = "network"
-    source: str = Field(description="bundled prior name, train-prior folder or .safetensors")
-    complex: bool = Field(
-        False, description="wrap a 1-channel prior for 2-channel (real, imaginary) MRI images"
-    )
-
-    def build(self, *, device: str = "cpu"):
-        from recon.priors import load, to_complex
-
-        prior = load(self.source, device=device)
-        return to_complex(prior) if self.complex else prior
-
-
-PriorConfig = Annotated[
-    ExactPriorConfig | PhantomGaussianConfig | DigitsGaussianConfig | NetworkPriorConfig,
-    Field(discriminator="kind"),
-]
-
-
 def _operator_union():
     from recon.operators import OperatorConfig
 
@@ -316,6 +239,21 @@ def _sampler_union():
     return SamplerConfig
 
 
+def _prior_field():
+    from recon.priors.configs import DEFAULT_PRIOR, PriorConfig
+
+    return PriorConfig | str, DEFAULT_PRIOR
+
+
+def _default_sampler():
+    from recon.samplers import SAMPLERS
+
+    return SAMPLERS["dds"].config()
+
+
+_PRIOR_TYPE, _PRIOR_DEFAULT = _prior_field()
+
+
 class RunConfig(Frozen):
     """A whole reconstruction run: input, operator, prior, schedule, sampler, output."""
 
@@ -325,9 +263,15 @@ class RunConfig(Frozen):
     operator: _operator_union() | None = Field(  # type: ignore[valid-type]
         None, description="operator; inferred from fastMRI/CT/measurement files when omitted"
     )
-    prior: PriorConfig
+    prior: _PRIOR_TYPE = Field(  # type: ignore[valid-type]
+        _PRIOR_DEFAULT,
+        description="a prior config, or a name/path resolved against the scan's image size "
+        "(recon list priors)",
+    )
     schedule: ScheduleConfig = Field(default_factory=KarrasScheduleConfig)
-    sampler: _sampler_union()  # type: ignore[valid-type]
+    sampler: _sampler_union() = Field(  # type: ignore[valid-type]
+        default_factory=_default_sampler, description="sampler and its hyperparameters"
+    )
     seed: int = Field(0, description="run seed; item i, sample k use the stream (seed, i, k)")
     n_samples: int = Field(1, ge=1, description="posterior samples per item")
     batch_size: int = Field(8, ge=1, description="rows per sampler call (memory budget)")
@@ -335,3 +279,41 @@ class RunConfig(Frozen):
     items: list[int] | None = Field(None, description="only these slice/image indices")
     keep_samples: bool = Field(False, description="also write every sample")
     figure: str | None = Field(None, description="PNG comparison figure path")
+
+
+def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
+    cur = data
+    *head, last = dotted.split(".")
+    for part in head:
+        cur = cur.setdefault(part, {})
+    cur[last] = value
+
+
+def run_config(
+    path: str | Path | None = None,
+    *,
+    sampler: str | None = None,
+    overrides: list[str] | None = None,
+    **values: Any,
+) -> RunConfig:
+    """A :class:`RunConfig` from an optional file, command-line values and ``key=value``
+    overrides, in that order of precedence (lowest first); defaults are the model's.
+
+    Args:
+        path: a YAML/TOML/JSON run config, or None.
+        sampler: a sampler name; a different name than the file's replaces the file's sampler
+            section (its hyperparameters belong to the other sampler).
+        overrides: ``--set key.sub=value`` items.
+        **values: dotted keys (``schedule.n_steps``) -> values; None values are skipped.
+    """
+    data = read_mapping(path) if path is not None else {}
+    if sampler is not None and data.get("sampler", {}).get("name") != sampler:
+        data["sampler"] = {"name": sampler}
+    if values.get("schedule.n_steps") is not None and "schedule" not in data:
+        data["schedule"] = {"name": RunConfig.model_fields["schedule"].default_factory().name}
+    for key, val in values.items():
+        if val is not None:
+            _set(data, key, val)
+    if overrides:
+        data = apply_overrides(data, overrides)
+    return validate(RunConfig, data, source=str(path) if path is not None else "command line")

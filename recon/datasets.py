@@ -1,7 +1,8 @@
 """Where recon's bundled data lives, and the benchmark sets in it.
 
-``data/`` sits at the repository root (next to ``recon/``); an editable install (``make``)
-finds it there. ``RECON_DATA`` overrides the location.
+``data/`` at the repository root installs as the package ``recon.data`` (wheel and editable
+installs alike) and is found through :mod:`importlib.resources`. ``RECON_DATA`` overrides the
+location.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from recon.errors import UserError
@@ -17,7 +19,7 @@ from recon.errors import UserError
 def data_dir() -> Path:
     """The bundled data folder."""
     env = os.environ.get("RECON_DATA")
-    p = Path(env) if env else Path(__file__).resolve().parents[1] / "data"
+    p = Path(env) if env else Path(str(resources.files("recon.data")))
     if not p.is_dir():
         raise UserError(f"recon's data folder {p} is missing; set RECON_DATA to its location")
     return p

@@ -32,7 +32,8 @@ from recon import io, metrics
 from recon.config import RunConfig
 from recon.datasets import BenchmarkSet
 from recon.errors import UserError
-from recon.pipeline import RunResult, run
+from recon.pipeline import RunResult, resolve_prior, run
+from recon.samplers import SAMPLERS
 
 FIELDS = ["index", "psnr", "ssim", "nmse", "seconds", "nfe"]
 
@@ -81,6 +82,13 @@ def evaluate(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = apply_tuned(bench, cfg)
+    entry = SAMPLERS[cfg.sampler.name]
+    if entry.uses_prior and isinstance(cfg.prior, str):
+        info = bench.path / "info.json"
+        if "prior" not in cfg.model_fields_set and info.is_file():
+            default = json.loads(info.read_text()).get("default_prior")
+            cfg = cfg.model_copy(update={"prior": default or cfg.prior})
+        cfg = resolve_prior(cfg, io.scan_image_shape(bench.scan))
     (out / "items").mkdir(exist_ok=True)
     cfg = cfg.model_copy(update={"input": str(bench.scan), "output": None, "figure": None})
     h = _hash(cfg)
@@ -110,7 +118,7 @@ def evaluate(
     info_n = _n_items(bench)
     vmax = _truth_volume_max(bench.scan)
     mri = bench.kind.startswith("mri")
-    prior = cfg.prior.build(device=cfg.device)
+    prior = cfg.prior.build(device=cfg.device) if entry.uses_prior else None
     for i in range(info_n):
         if i in done:
             if on_item is not None:

@@ -92,7 +92,7 @@ def _attr(v: Any) -> Any:
     return v
 
 
-def _write_attrs(f: h5py.File, attrs: Mapping[str, Any]) -> None:
+def write_attrs(f: h5py.File, attrs: Mapping[str, Any]) -> None:
     """The versions and the given attrs (dicts and lists as JSON)."""
     for k, v in {**versions(), **attrs}.items():
         f.attrs[k] = _attr(v)
@@ -113,7 +113,9 @@ def check_writable(path: str | Path, *, force: bool) -> Path:
     return p
 
 
-def _atomic_h5(path: Path, force: bool, fill) -> Path:
+def atomic_h5(path: Path, force: bool, fill) -> Path:
+    """Write an HDF5 file by ``fill(f)`` into a temporary name, then rename it over ``path``
+    (a killed write leaves no partial output)."""
     p = check_writable(path, force=force)
     tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
     try:
@@ -146,16 +148,16 @@ def write_result(
             f.create_dataset("samples", data=_np(samples))
         for k, v in (extras or {}).items():
             f.create_dataset(k, data=_np(v))
-        _write_attrs(f, attrs or {})
+        write_attrs(f, attrs or {})
 
-    return _atomic_h5(Path(path), force, fill)
+    return atomic_h5(Path(path), force, fill)
 
 
 # ------------------------------------------------------------------------------------------------
 # Reading
 
 
-def _open(path: str | Path) -> h5py.File:
+def open_h5(path: str | Path) -> h5py.File:
     p = Path(path)
     if not p.is_file():
         raise ReconIOError(f"{p}: file not found")
@@ -209,7 +211,7 @@ def _recon_size(f: h5py.File, default: tuple[int, int]) -> tuple[int, int]:
 def fastmri_info(path: str | Path) -> FastMRIInfo:
     """Inspect a fastMRI file: shape, coils, mask, reconstruction size, ground truth."""
     p = Path(path)
-    with _open(p) as f:
+    with open_h5(p) as f:
         ks = _dataset(f, "kspace", p, "complex k-space, (slices, [coils,] H, W)")
         if not np.iscomplexobj(np.empty(0, dtype=ks.dtype)):
             raise ReconIOError(f"{p}: dataset 'kspace' has dtype {ks.dtype}; expected complex64")
@@ -248,7 +250,7 @@ def read_fastmri_slice(info: FastMRIInfo, index: int) -> tuple[torch.Tensor, tor
 
     Raises a one-line error for NaN/Inf values.
     """
-    with _open(info.path) as f:
+    with open_h5(info.path) as f:
         k = np.asarray(f["kspace"][index])
         truth = np.asarray(f[info.truth_key][index]) if info.truth_key else None
     if not np.isfinite(k).all():
@@ -279,7 +281,7 @@ class CTInfo:
 def ct_info(path: str | Path) -> CTInfo:
     """Inspect a CT sinogram file."""
     p = Path(path)
-    with _open(p) as f:
+    with open_h5(p) as f:
         if "sinogram" in f:
             ds, key = f["sinogram"], "sinogram"
             if ds.ndim != 3:
@@ -308,7 +310,7 @@ def ct_info(path: str | Path) -> CTInfo:
 
 def read_ct_slice(info: CTInfo, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Sinogram of one slice as (1, n_detectors, n_angles) float32, and its ground truth."""
-    with _open(info.path) as f:
+    with open_h5(info.path) as f:
         s = np.asarray(f[info.key][index], dtype=np.float32)
         truth = np.asarray(f[info.truth_key][index], dtype=np.float32) if info.truth_key else None
     if info.key == "data":
@@ -336,7 +338,7 @@ def read_images(path: str | Path) -> torch.Tensor:
         if len(shapes) != 1:
             raise ReconIOError(f"{p}: PNG files have different sizes {sorted(shapes)}")
         return torch.from_numpy(np.stack(imgs))
-    with _open(p) as f:
+    with open_h5(p) as f:
         ds = _dataset(f, "images", p, "image stack (N, [C,] H, W) in [0, 1]")
         a = np.asarray(ds[()], dtype=np.float32)
     if a.ndim == 3:
@@ -356,7 +358,7 @@ def detect_layout(path: str | Path) -> str:
     p = Path(path)
     if p.is_dir():
         return "images"
-    with _open(p) as f:
+    with open_h5(p) as f:
         keys = set(f.keys())
     if "kspace" in keys:
         return "fastmri"
@@ -391,9 +393,9 @@ def write_fastmri(
             f.create_dataset("mask", data=np.asarray(mask, dtype=np.float32))
         if truth is not None:
             f.create_dataset("reconstruction_rss", data=np.asarray(truth, dtype=np.float32))
-        _write_attrs(f, attrs)
+        write_attrs(f, attrs)
 
-    return _atomic_h5(Path(path), force, fill)
+    return atomic_h5(Path(path), force, fill)
 
 
 def write_ct(
@@ -410,9 +412,9 @@ def write_ct(
         f.create_dataset("sinogram", data=np.asarray(sinogram, dtype=np.float32))
         if truth is not None:
             f.create_dataset("ground_truth", data=np.asarray(truth, dtype=np.float32))
-        _write_attrs(f, attrs)
+        write_attrs(f, attrs)
 
-    return _atomic_h5(Path(path), force, fill)
+    return atomic_h5(Path(path), force, fill)
 
 
 def write_measurements(
@@ -432,9 +434,9 @@ def write_measurements(
         if truth is not None:
             f.create_dataset("ground_truth", data=np.asarray(truth, dtype=np.float32))
         f.attrs["operator"] = json.dumps(dict(operator))
-        _write_attrs(f, attrs)
+        write_attrs(f, attrs)
 
-    return _atomic_h5(Path(path), force, fill)
+    return atomic_h5(Path(path), force, fill)
 
 
 def scan_image_shape(path: str | Path) -> tuple[int, int, int] | None:
@@ -451,7 +453,7 @@ def scan_image_shape(path: str | Path) -> tuple[int, int, int] | None:
             return (1, int(v[0]), int(v[1]))
         return None
     if layout == "measurements":
-        with _open(path) as f:
+        with open_h5(path) as f:
             op = json.loads(f.attrs.get("operator", "{}"))
         size = op.get("img_size")
         return tuple(int(s) for s in size) if size else None

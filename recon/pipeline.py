@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from recon import io, metrics
+from recon import errors, io, metrics
 from recon import operators as O
 from recon.config import RunConfig, validate
 from recon.errors import UserError
@@ -230,7 +230,7 @@ class MeasurementsSource(Source):
 
     def __init__(self, path: str) -> None:
         p = Path(path)
-        with io._open(p) as f:
+        with io.open_h5(p) as f:
             self.y = torch.from_numpy(np.asarray(f["measurements"][()], dtype=np.float32))
             self.truth = (
                 torch.from_numpy(np.asarray(f["ground_truth"][()], dtype=np.float32))
@@ -301,15 +301,28 @@ class RunResult:
     samples: Tensor | None = None
     inputs: Tensor | None = None  # zero-filled / A_dagger, (items, H, W)
     truth: Tensor | None = None
+    convention: str = "image"  # metric convention (key of recon.metrics.CONVENTIONS)
 
 
 def _check_prior_shape(prior: Any, shape: tuple[int, ...], source: Source) -> None:
     want = getattr(prior, "shape", None)
     if want is not None and tuple(want) != tuple(shape):
         raise UserError(
-            f"the prior works on images of shape {tuple(want)} but this {source.kind} scan "
-            f"has images of shape {tuple(shape)}; choose a prior of that size"
+            f"the prior serves images of shape {tuple(want)} but this {source.kind} scan "
+            f"has images of shape {tuple(shape)}; choose a prior of that size, or a sampler "
+            "without a prior (pinv, tv)"
         )
+
+
+def resolve_prior(cfg: RunConfig, shape: tuple[int, ...]) -> RunConfig:
+    """``cfg`` with a prior name (``recon list priors``) resolved for images of ``shape``
+    (C, H, W); a prior config is kept as it is."""
+    from recon.priors.configs import resolve
+
+    if not isinstance(cfg.prior, str):
+        return cfg
+    data = {**cfg.model_dump(mode="json"), "prior": resolve(cfg.prior, shape)}
+    return validate(RunConfig, data, source=f"prior {cfg.prior!r}")
 
 
 def run(
@@ -320,6 +333,10 @@ def run(
 ) -> RunResult:
     """Reconstruct ``cfg.input`` and (if ``cfg.output``) write the results file.
 
+    A sampler that uses no prior (pinv, fbp, tv) never resolves or builds one; a prior given
+    by name is resolved against the scan's image size once the scan is open, and the results
+    file records the resolved config.
+
     Args:
         cfg: the run config.
         on_rows: progress callback ``(rows_done, rows_total)``.
@@ -327,9 +344,7 @@ def run(
             reuses one across items).
     """
     t0 = time.perf_counter()
-    device = torch.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {cfg.device}: CUDA is not available here; use cpu")
+    device = errors.device(cfg.device)
     if cfg.output is not None:
         io.check_writable(cfg.output, force=cfg.force)
     source = open_source(cfg)
@@ -338,11 +353,23 @@ def run(
         if not 0 <= i < source.n_items:
             raise UserError(f"{cfg.input}: item {i} does not exist (it has {source.n_items})")
     source.check(indices)
-    if prior is None:
+    entry = SAMPLERS[cfg.sampler.name]
+    items: dict[int, Item] = {}
+    if indices:
+        first = items[indices[0]] = source.item(indices[0])
+        y0 = first.y[None].to(device)
+        shape = tuple(source.physics([first], device).A_adjoint(y0).shape[1:])
+    if not entry.uses_prior:
+        prior = None
+    elif prior is None:
+        if indices:
+            cfg = resolve_prior(cfg, shape)
         prior = cfg.prior.build(device=str(device))
+    if prior is not None and indices:
+        _check_prior_shape(prior, shape, source)
     counted = CountingDenoiser(prior)
     sigmas = cfg.schedule.build().to(torch.float64)
-    fn = SAMPLERS[cfg.sampler.name].fn
+    fn = entry.fn
     hyper = hyperparameters(cfg.sampler)
 
     rows = [(i, k) for i in indices for k in range(cfg.n_samples)]
@@ -357,8 +384,6 @@ def run(
         chunk_items = [items[i] for i, _ in chunk]
         physics = source.physics(chunk_items, device)
         y = torch.stack([it.y for it in chunk_items]).to(device)
-        if done == 0:
-            _check_prior_shape(prior, tuple(physics.A_adjoint(y[:1]).shape[1:]), source)
         gens = [row_generator(cfg.seed, i, k, device) for i, k in chunk]
         with torch.no_grad():
             x = fn(counted, y, physics, sigmas, generator=gens, **hyper)
@@ -434,6 +459,7 @@ def run(
         torch.stack(sample_list) if cfg.keep_samples else None,
         torch.stack(input_list),
         truth_t,
+        convention,
     )
     if cfg.figure is not None:
         save_figure(

@@ -7,16 +7,19 @@ they never build one.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
+from pydantic import Field
 from torch import Tensor
 
 
 def karras(
-    n_steps: int,
+    n_steps: Annotated[int, Field(ge=1, description="non-zero noise levels")] = 50,
     *,
-    sigma_min: float = 0.002,
-    sigma_max: float = 80.0,
-    rho: float = 7.0,
+    sigma_min: Annotated[float, Field(gt=0, description="smallest sigma (data units)")] = 0.002,
+    sigma_max: Annotated[float, Field(gt=0, description="largest sigma (data units)")] = 10.0,
+    rho: Annotated[float, Field(gt=0, description="EDM curvature exponent")] = 7.0,
     dtype: torch.dtype = torch.float64,
 ) -> Tensor:
     """EDM schedule ``sigma_i = (s_max^(1/rho) + i/(n-1) (s_min^(1/rho) - s_max^(1/rho)))^rho``.
@@ -24,7 +27,8 @@ def karras(
     Args:
         n_steps: number of non-zero noise levels.
         sigma_min: smallest non-zero sigma (data units).
-        sigma_max: largest sigma (data units).
+        sigma_max: largest sigma (data units). 10 by default: 33x the std of [0, 1] images
+            (EDM's 80 is for [-1, 1] data; recon's bundled priors are sampled from 10).
         rho: the EDM curvature exponent (7 in the paper).
         dtype: dtype of the returned tensor.
 
@@ -62,11 +66,16 @@ def ddpm_alphas_cumprod(
 
 
 def ddpm(
-    n_train_steps: int = 1000,
+    n_train_steps: Annotated[int, Field(ge=2, description="training timesteps T")] = 1000,
     *,
-    beta_start: float = 1e-4,
-    beta_end: float = 0.02,
-    scale: float = 1.0,
+    beta_start: Annotated[float, Field(gt=0, description="first beta")] = 1e-4,
+    beta_end: Annotated[float, Field(gt=0, lt=1, description="last beta")] = 0.02,
+    scale: Annotated[
+        float, Field(gt=0, description="network units -> data units (0.5 for [-1, 1])")
+    ] = 1.0,
+    n_steps: Annotated[
+        int | None, Field(ge=1, description="respace to this many levels (DDIM)")
+    ] = None,
     dtype: torch.dtype = torch.float64,
 ) -> Tensor:
     """The DDPM linear-beta schedule as VE sigmas, ``sigma_t = scale * sqrt((1 - ab_t) / ab_t)``.
@@ -76,11 +85,13 @@ def ddpm(
     trained on [-1, 1] images used on [0, 1] data needs ``scale=0.5``.
 
     Returns:
-        Tensor of shape (n_train_steps + 1,), descending, last entry 0.
+        Tensor of shape (n_train_steps + 1,) (``(n_steps + 1,)`` when respaced, see
+        :func:`respace`), descending, last entry 0.
     """
     ab = ddpm_alphas_cumprod(n_train_steps, beta_start=beta_start, beta_end=beta_end)
     s = scale * torch.sqrt((1.0 - ab) / ab)
-    return torch.cat([s.flip(0), s.new_zeros(1)]).to(dtype)
+    out = torch.cat([s.flip(0), s.new_zeros(1)]).to(dtype)
+    return out if n_steps is None else respace(out, n_steps)
 
 
 def respace(sigmas: Tensor, n_steps: int) -> Tensor:

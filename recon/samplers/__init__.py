@@ -23,7 +23,7 @@ from ._steps import CountingDenoiser, StepInfo, make_streams, row_generator
 
 
 def _collect() -> dict[str, Sampler]:
-    """Every public module's ``SAMPLERS`` entries, in module-name order."""
+    """Every public module's ``SAMPLERS`` entries, by sampler name."""
     found: dict[str, Sampler] = {}
     for mod in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if mod.name.startswith("_"):
@@ -33,7 +33,7 @@ def _collect() -> dict[str, Sampler]:
             if entry.name in found:
                 raise RuntimeError(f"sampler {entry.name!r} is declared twice")
             found[entry.name] = entry
-    return found
+    return dict(sorted(found.items()))
 
 
 #: name -> :class:`Sampler` (function, generated config, kind, summary)
