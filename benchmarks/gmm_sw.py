@@ -28,6 +28,7 @@ METHODS = [
     ("dds", "dds", dict()),
     ("reddiff", "reddiff", dict(lr=0.5)),
     ("exact", "exact", dict()),
+    ("daps", "daps", dict()),
 ]
 
 
@@ -38,7 +39,9 @@ def main():
     ap.add_argument("--problems", type=int, default=10)
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--only", nargs="+", default=None, help="run only these methods")
     args = ap.parse_args()
+    methods = [m for m in METHODS if args.only is None or m[0] in args.only]
     sigmas = karras(args.steps, sigma_min=0.01, sigma_max=100.0).double()
     print(
         f"SW1 to exact posterior samples, n={args.n}, {args.steps} steps, "
@@ -60,7 +63,7 @@ def main():
                 rows["exact-vs-exact"].append(sw(prob.posterior.sample(args.n, generator=g)[:, 0]))
                 rows["prior"].append(sw(prob.prior.sample(args.n, generator=g)))
                 ys = prob.y.expand(args.n, -1).clone()
-                for label, name, kw in METHODS:
+                for label, name, kw in methods:
                     t = time.perf_counter()
                     s = SAMPLERS[name].fn(
                         prob.prior,

@@ -87,8 +87,7 @@ def overhead(device, batch, n_steps):
     )
     print(f"{'sampler':8s} {'s/sample':>9s} {'NFE':>5s} {'VJP':>5s} {'wall/(network cost)':>20s}")
     for name in ("dps", "reddiff", "dds"):
-        cfg_cls, fn = SAMPLERS[name]
-        kw = {k: getattr(cfg_cls(), k) for k in cfg_cls.model_fields if k != "name"}
+        fn, kw = SAMPLERS[name].fn, SAMPLERS[name].defaults()
         counters = []
 
         def run(fn=fn, kw=kw, counters=counters):

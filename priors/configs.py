@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from recon.config import Frozen
+from recon._models import Frozen
 from recon.errors import UserError
 
 Shape = tuple[int, ...]
@@ -156,8 +156,8 @@ def resolve(spec: str, shape: Shape | None) -> dict[str, Any]:
             )
         return {"kind": "phantom_gaussian", "size": shape[-1], "complex": cplx}
     raise UserError(
-        f"prior {spec!r}: unknown; use a name from `recon list priors`, a train-prior folder "
-        "or a .safetensors path"
+        f"prior {spec!r}: unknown prior; use a name from `recon list priors`, a train-prior "
+        "folder or a .safetensors path"
     )
 
 

@@ -8,61 +8,20 @@ configs next to their functions (``recon.samplers``); this module gathers them.
 
 from __future__ import annotations
 
-import inspect
 import json
 import typing
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import tomllib
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
-from pydantic.fields import FieldInfo
+from pydantic import BaseModel, Field, ValidationError
 
 from recon import schedules
+from recon._models import Frozen, config_from_signature
 from recon.errors import UserError
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class Frozen(BaseModel):
-    """Base of every recon config: immutable, unknown keys rejected."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-def annotated_parameters(fn: Callable[..., Any]) -> dict[str, tuple[Any, Any]]:
-    """The parameters of ``fn`` annotated ``Annotated[T, Field(...)]`` (with defaults), as
-    ``{name: (annotation, default)}`` in signature order: the one place a hyperparameter's type,
-    default, constraint and help text are written."""
-    hints = typing.get_type_hints(fn, include_extras=True)
-    out: dict[str, tuple[Any, Any]] = {}
-    for p in inspect.signature(fn).parameters.values():
-        ann = hints.get(p.name)
-        if p.kind is p.VAR_KEYWORD or typing.get_origin(ann) is not Annotated:
-            continue
-        if any(isinstance(m, FieldInfo) for m in typing.get_args(ann)[1:]):
-            out[p.name] = (ann, p.default)
-    return out
-
-
-def config_from_signature(
-    fn: Callable[..., Any],
-    *,
-    tag: str,
-    value: str,
-    cls_name: str,
-    doc: str,
-    base: type[Frozen] = Frozen,
-) -> type[Frozen]:
-    """A frozen config model whose fields are ``fn``'s annotated keyword parameters (see
-    :func:`annotated_parameters`) plus the discriminator ``tag: Literal[value]``."""
-    fields: dict[str, Any] = {tag: (Literal[value], value)}
-    fields.update(annotated_parameters(fn))
-    model = create_model(cls_name, __base__=base, __doc__=doc, **fields)
-    model.__module__ = fn.__module__
-    return model
 
 
 class _Schedule(Frozen):
@@ -119,7 +78,6 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...], data: Any) -> li
 
 
 def _resolve_model(ann: Any, data: Any) -> Any:
-    import typing
 
     if isinstance(ann, type) and issubclass(ann, BaseModel):
         return ann
@@ -306,7 +264,13 @@ def run_config(
         overrides: ``--set key.sub=value`` items.
         **values: dotted keys (``schedule.n_steps``) -> values; None values are skipped.
     """
+    from recon.samplers import SAMPLERS
+
     data = read_mapping(path) if path is not None else {}
+    if sampler is not None and sampler not in SAMPLERS:
+        raise ConfigError(
+            f"--sampler {sampler!r}: unknown sampler; choose one of {', '.join(SAMPLERS)}"
+        )
     if sampler is not None and data.get("sampler", {}).get("name") != sampler:
         data["sampler"] = {"name": sampler}
     if values.get("schedule.n_steps") is not None and "schedule" not in data:

@@ -18,14 +18,14 @@ from typing import Any
 
 import torch
 
-from recon import metrics
+from recon import errors, metrics
 from recon import operators as O
+from recon.config import KarrasScheduleConfig
 from recon.figures import comparison_figure
 from recon.io import check_writable, write_result
 from recon.phantoms import phantom_gaussian_prior, shepp_logan
 from recon.posterior import posterior_summary
-from recon.samplers import CountingDenoiser, sample_dds
-from recon.schedules import karras
+from recon.samplers import SAMPLERS, CountingDenoiser, sample_dds
 
 SIZE = 64
 
@@ -50,7 +50,7 @@ def run_demo(
     h5_path = check_writable(out / "demo.h5", force=force)
     png_path = out / "demo.png"
     t0 = time.perf_counter()
-    dev = torch.device(device)
+    dev = errors.device(device)
 
     progress("fitting the Gaussian prior on 2000 generated phantoms ...")
     prior = phantom_gaussian_prior(SIZE, complex_valued=True).to(dev)
@@ -74,7 +74,9 @@ def run_demo(
     progress("reconstructing: zero-filled, DDS posterior samples, exact posterior mean ...")
     zero_filled = physics.A_dagger(y)
     counted = CountingDenoiser(prior)
-    sigmas = karras(50, sigma_min=0.002, sigma_max=10.0).to(torch.float64)
+    schedule = KarrasScheduleConfig()  # the run config's default schedule
+    dds = SAMPLERS["dds"].config()  # DDS with its defaults
+    sigmas = schedule.build().to(torch.float64)
     t_dds = time.perf_counter()
     summary = posterior_summary(
         sample_dds,
@@ -107,8 +109,8 @@ def run_demo(
     run_cfg = {
         "operator": cfg.model_dump(mode="json"),
         "prior": {"kind": "gaussian_ppca", "rank": 128, "n_train": 2000, "train_seed": 1},
-        "sampler": {"name": "dds", "n_cg": 5, "eta": 0.85, "gamma": 1.0},
-        "schedule": {"name": "karras", "n_steps": 50, "sigma_min": 0.002, "sigma_max": 10.0},
+        "sampler": dds.model_dump(mode="json"),
+        "schedule": schedule.model_dump(mode="json"),
         "n_samples": n_samples,
     }
     wall = time.perf_counter() - t0

@@ -109,3 +109,43 @@ def test_acquire_from_fully_sampled_kspace(tmp_path):
     assert proc.returncode == 2 and "fully sampled" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_list_samplers_is_the_registry():
+    from recon.samplers import SAMPLERS
+
+    r = runner.invoke(app, ["list", "samplers"])
+    assert r.exit_code == 0, r.output
+    names = {line.split()[0] for line in r.stdout.splitlines() if line and not line[0].isspace()}
+    assert names == set(SAMPLERS)
+    for what in ("priors", "benchmarks"):
+        assert runner.invoke(app, ["list", what]).exit_code == 0
+
+
+def test_usage_errors_through_the_entry_point_exit_2_without_traceback(tmp_path):
+    """``main()`` (the console script), not CliRunner: unknown command, missing option, value
+    out of range."""
+    for args in (["no-such-command"], ["reconstruct", "x.h5"], ["reconstruct", "x.h5", "-o"]):
+        out = subprocess.run(
+            [sys.executable, "-m", "recon.cli.main", *args],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
+        assert out.returncode == 2, (args, out.stderr)
+        assert "Traceback" not in out.stderr and "Error" in out.stderr, out.stderr
+
+
+def test_sampler_without_prior_never_resolves_one(tmp_path):
+    scan = tmp_path / "scan.h5"
+    r = runner.invoke(app, ["simulate", "phantoms:2:16", "-o", str(scan), "--operator", "mri"])
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "out.h5"
+    r = runner.invoke(
+        app, ["reconstruct", str(scan), "-o", str(out), "--sampler", "pinv", "--prior", "nope"]
+    )
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(
+        app, ["reconstruct", str(scan), "-o", str(tmp_path / "o2.h5"), "--prior", "nope"]
+    )
+    assert r.exit_code != 0 and "nope" in str(r.exception or r.output)

@@ -35,11 +35,16 @@ def test_wheel_installs_and_runs_outside_the_clone(tmp_path):
     """A wheel built from the tree, installed into a fresh virtual environment (dependencies
     from this environment, no editable hooks), runs from an unrelated folder: every subpackage,
     the bundled priors, benchmark sets and configs are in it."""
+    import shutil
     import sysconfig
     import zipfile
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    src = Path(__file__).resolve().parents[1]
+    root = tmp_path / "src"  # a copy: an in-tree build/ could carry stale modules
+    shutil.copytree(
+        src, root, ignore=shutil.ignore_patterns(".venv", ".git", "build", "out", "*.egg-info")
+    )
     dist = tmp_path / "dist"
     run = dict(capture_output=True, text=True, timeout=600)
     out = subprocess.run(
@@ -53,7 +58,6 @@ def test_wheel_installs_and_runs_outside_the_clone(tmp_path):
             "-q",
             "-w",
             str(dist),
-            "--no-clean",
             str(root),
         ],
         **run,

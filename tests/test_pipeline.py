@@ -20,6 +20,7 @@ from recon.errors import UserError
 from recon.io import fastmri_info, read_fastmri_slice
 from recon.phantoms import random_phantoms
 from recon.pipeline import run
+from recon.samplers import SAMPLERS
 from recon.simulate import simulate
 
 runner = CliRunner()
@@ -119,10 +120,13 @@ def test_fastmri_file_without_mask_and_header(images, tmp_path):
     op = {"name": "mri", "img_size": [SIZE + 4, SIZE], "acceleration": 2, "center_fraction": 0.25}
     cfg = validate(
         RunConfig,
-        {"input": str(path), "sampler": {"name": "pinv"}, "prior": _prior(True), "operator": op},
+        {"input": str(path), "sampler": {"name": "dds"}, "prior": _prior(True), "operator": op},
     )
-    with pytest.raises(UserError, match="prior works on images of shape"):
+    with pytest.raises(UserError, match="prior serves images of shape"):
         run(cfg)  # a 16x16 prior for 20x16 k-space
+    # a sampler without a prior never builds or checks one
+    no_prior = cfg.model_copy(update={"sampler": SAMPLERS["pinv"].config()})
+    assert run(no_prior).reconstruction.shape == (2, SIZE, SIZE)
     from recon.priors import GaussianPrior, save_exact_prior
 
     shape = (2, SIZE + 4, SIZE)

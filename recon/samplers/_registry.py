@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from recon.config import Frozen, annotated_parameters, config_from_signature
+from recon._models import Frozen, annotated_parameters, config_from_signature
 
 #: What a sampler's output is, tested per kind (tests/test_samplers.py):
 #: ``exact``: draws from the exact posterior (exact priors); ``asymptotic``: converges to it as
