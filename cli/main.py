@@ -207,10 +207,11 @@ def simulate(
     (fastMRI layout for MRI, recon's sinogram layout for CT)."""
     from recon import operators as O
     from recon.config import validate
-    from recon.io import check_writable, read_images
+    from recon.io import read_images
+    from recon.results import check_outputs
     from recon.simulate import simulate as run_simulate
 
-    check_writable(output, force=force)
+    check_outputs(output, None, force=force, inputs=[images])
     if images.startswith("phantoms:"):
         from recon.phantoms import random_phantoms
 
@@ -357,12 +358,12 @@ def acquire(
 
         recon acquire full.h5 -o ads.h5 --acceleration 4 --figure ads.png
     """
-    from recon import errors, io
+    from recon import errors, io, results
     from recon.active import acquire_file
     from recon.config import KarrasScheduleConfig, validate
     from recon.priors.configs import PriorConfig, resolve
 
-    io.check_writable(output, force=force)
+    results.check_outputs(output, figure, force=force, inputs=[scan])
     try:
         lo, hi = (float(v) for v in window.split(","))
     except ValueError:

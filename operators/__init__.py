@@ -20,7 +20,7 @@ from .ct import CTConfig, ParallelBeamCT
 from .custom import FunctionalPhysics, MatrixPhysics, from_functions, from_matrix, operator_matrix
 from .inpainting import InpaintingConfig
 from .masks import make_mask
-from .mri import MRIConfig
+from .mri import MRIConfig, ifft2c
 from .mri_multicoil import MultiCoilMRI, MultiCoilMRIConfig, birdcage_maps, estimate_coil_maps
 from .super_resolution import SuperResolutionConfig
 
@@ -77,6 +77,7 @@ __all__ = [
     "estimate_coil_maps",
     "from_functions",
     "from_matrix",
+    "ifft2c",
     "input_shape",
     "make_mask",
     "noise_sigma",

@@ -19,6 +19,15 @@ from ._common import OperatorConfigBase, gaussian_noise
 from .masks import make_mask
 
 
+def ifft2c(k: Tensor) -> Tensor:
+    """Centred orthonormal inverse 2-D FFT over the last two axes (fastMRI's ``ifft2c``):
+    complex k-space (..., H, W) -> complex image (..., H, W)."""
+    dims = (-2, -1)
+    return torch.fft.fftshift(
+        torch.fft.ifft2(torch.fft.ifftshift(k, dim=dims), norm="ortho"), dim=dims
+    )
+
+
 class MRIMaskFields(OperatorConfigBase):
     """Sampling-mask fields shared by single- and multi-coil MRI."""
 

@@ -43,7 +43,7 @@ from recon.linalg import conjugate_gradient
 
 from ._common import gaussian_noise
 from .masks import num_low_frequencies
-from .mri import MRIMaskFields, resolve_mask
+from .mri import MRIMaskFields, ifft2c, resolve_mask
 
 
 class MultiCoilMRIConfig(MRIMaskFields):
@@ -99,9 +99,7 @@ def estimate_coil_maps(
     r0 = (h - nrow + 1) // 2
     window[r0 : r0 + nrow, c0 : c0 + num_low] = (win_h[:, None] * win_w[None, :]).to(kspace.device)
     low = kspace * window.to(kspace.real.dtype)
-    imgs = torch.fft.fftshift(
-        torch.fft.ifft2(torch.fft.ifftshift(low, dim=(-2, -1)), norm="ortho"), dim=(-2, -1)
-    )
+    imgs = ifft2c(low)
     rss = torch.sqrt((imgs.abs() ** 2).sum(dim=1, keepdim=True))
     peak = rss.reshape(b, -1).amax(dim=1).reshape(b, 1, 1, 1)
     maps = imgs / torch.maximum(rss, eps * peak)

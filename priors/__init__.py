@@ -5,13 +5,9 @@ from __future__ import annotations
 from .adapters import DeepinvDenoiser, EDMDenoiser, EpsilonDenoiser, load_diffunet
 from .base import Denoiser, as_sigma, score_from_denoiser
 from .covariance import Covariance
-from .gaussian import (
-    GaussianMixturePosterior,
-    GaussianMixturePrior,
-    GaussianPosterior,
-    GaussianPrior,
-    dense_gaussian_posterior,
-)
+from .exact import GaussianMixturePosterior, GaussianPosterior, dense_gaussian_posterior
+from .fitting import fit_gaussian, fit_mixture, kmeans_pp, pca_covariance
+from .gaussian import GaussianMixturePrior, GaussianPrior
 from .io import load_exact_prior, save_exact_prior
 from .registry import (
     ComplexFromReal,
@@ -41,11 +37,15 @@ __all__ = [
     "UNetConfig",
     "as_sigma",
     "dense_gaussian_posterior",
+    "fit_gaussian",
+    "fit_mixture",
+    "kmeans_pp",
     "load",
     "load_checkpoint",
     "load_diffunet",
     "load_exact_prior",
     "manifest",
+    "pca_covariance",
     "save_exact_prior",
     "score_from_denoiser",
     "to_complex",

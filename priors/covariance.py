@@ -20,6 +20,13 @@ import math
 import torch
 from torch import Tensor
 
+LOG2PI = math.log(2 * math.pi)
+
+
+def flat(x: Tensor) -> Tensor:
+    """(B, *shape) -> (B, d)."""
+    return x.reshape(x.shape[0], -1)
+
 
 class Covariance:
     """A d x d covariance in spectral or Woodbury form (see module docstring)."""

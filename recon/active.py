@@ -293,12 +293,6 @@ def _replace_measured(physics: dinv.physics.LinearPhysics, x: Tensor, y1: Tensor
     return x + physics.A_adjoint(yb - physics.A(x))
 
 
-def _ifft2c(k: Tensor) -> Tensor:
-    return torch.fft.fftshift(
-        torch.fft.ifft2(torch.fft.ifftshift(k, dim=(-2, -1)), norm="ortho"), dim=(-2, -1)
-    )
-
-
 def acquire_fastmri_slice(
     kspace: Tensor,
     denoiser: Denoiser,
@@ -337,6 +331,7 @@ def acquire_fastmri_slice(
         The :class:`AcquisitionResult` (in scaled units) and the scale factor.
     """
     from recon import operators as O
+    from recon.sources import prepare_kspace
 
     coils, h, w = kspace.shape
     if initial_mask is None:
@@ -349,22 +344,15 @@ def acquire_fastmri_slice(
         n_low = int(lines.sum())
     budget = max(round(w / acceleration) - int(lines.sum()), 0)
     mask0 = lines.expand(h, w).clone()
-    k0 = kspace * mask0
+    multicoil = coils > 1
+    prep = prepare_kspace(kspace, lines, max(n_low, 2), multicoil=multicoil, scale=scale)
+    scale = prep.scale
+    extra = {"coil_maps": prep.inputs["coil_maps"]} if multicoil else {}
     common = dict(img_size=(h, w), mask="given", sigma_y=sigma_y)
-    if coils > 1:
-        maps = O.estimate_coil_maps(k0[None], max(n_low, 2))[0].to(torch.complex64)
-        cfg: O.OperatorConfigBase = O.MultiCoilMRIConfig(**common, coil_maps="given")
-        zf = (torch.conj(maps) * _ifft2c(k0)).sum(0).abs()
-        extra = {"coil_maps": maps}
-    else:
-        cfg = O.MRIConfig(**common)
-        zf = _ifft2c(k0[0]).abs()
-        extra = {}
-    if scale is None:
-        scale = float(zf.max()) or 1.0
+    cfg = O.MultiCoilMRIConfig(**common, coil_maps="given") if multicoil else O.MRIConfig(**common)
     ks = kspace / scale
     full = torch.stack([ks.real, ks.imag]).float()  # (2, coils, H, W)
-    if coils == 1:
+    if not multicoil:
         full = full[:, 0]
 
     def make_physics(mask: Tensor) -> dinv.physics.LinearPhysics:
@@ -422,10 +410,10 @@ def acquire_file(
 
     import numpy as np
 
-    from recon import io, metrics
+    from recon import io, metrics, results
     from recon.errors import UserError
 
-    io.check_writable(output, force=force)
+    results.check_outputs(output, figure, force=force, inputs=[scan])
     info = io.fastmri_info(scan)
     if info.mask is not None and float(np.asarray(info.mask).min()) < 1:
         raise UserError(
@@ -500,21 +488,19 @@ def acquire_file(
                 attrs[key] = summary[key]
         io.write_attrs(f, attrs)
 
-    io.atomic_h5(io.Path(output), force, fill)
-    if figure is not None:
-        from recon.figures import comparison_figure
-
-        rows, caps = [], []
-        for r in range(min(4, len(idx))):
-            row = {"truth": truths[r]} if truths else {}
-            row["mask (k-space)"] = masks[r]
-            row["reconstruction"] = recs[r]
-            if truths:
-                row["|error|"] = np.abs(recs[r] - truths[r])
-            row["std"] = stds[r]
-            rows.append(row)
-            caps.append(
-                {"mask (k-space)": f"{int(masks[r][0].sum())} of {masks[r].shape[-1]} lines"}
-            )
-        comparison_figure(figure, rows, title="active subsampling (ADS)", captions=caps)
+    rows, caps = results.panels(
+        recs, stds, truth=truths or None, inputs=masks, input_label="mask (k-space)"
+    )
+    for cap, m in zip(caps, masks, strict=False):
+        cap["mask (k-space)"] = f"{int(m[0].sum())} of {m.shape[-1]} lines"
+    results.save(
+        output,
+        figure,
+        reconstruction=rec,
+        fill=fill,
+        rows=rows,
+        captions=caps,
+        title="active subsampling (ADS)",
+        force=force,
+    )
     return summary

@@ -18,11 +18,9 @@ from typing import Any
 
 import torch
 
-from recon import errors, metrics
+from recon import errors, metrics, results
 from recon import operators as O
 from recon.config import KarrasScheduleConfig
-from recon.figures import comparison_figure
-from recon.io import check_writable, write_result
 from recon.phantoms import phantom_gaussian_prior, shepp_logan
 from recon.posterior import posterior_summary
 from recon.samplers import SAMPLERS, CountingDenoiser, sample_dds
@@ -47,8 +45,8 @@ def run_demo(
     """Run the demo; returns paths and metrics."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    h5_path = check_writable(out / "demo.h5", force=force)
-    png_path = out / "demo.png"
+    h5_path, png_path = out / "demo.h5", out / "demo.png"
+    results.check_outputs(h5_path, png_path, force=force)
     t0 = time.perf_counter()
     dev = errors.device(device)
 
@@ -114,8 +112,10 @@ def run_demo(
         "n_samples": n_samples,
     }
     wall = time.perf_counter() - t0
-    write_result(
+    captions = [{k: f"PSNR {v['psnr']:.2f} dB, SSIM {v['ssim']:.3f}" for k, v in scores.items()}]
+    results.save(
         h5_path,
+        png_path,
         reconstruction=mag["DDS mean"][:, 0],
         std=std_mag,
         extras={
@@ -133,12 +133,7 @@ def run_demo(
             "metrics": scores,
             "metric_convention": metrics.CONVENTIONS["image"],
         },
-        force=force,
-    )
-    captions = [{k: f"PSNR {v['psnr']:.2f} dB, SSIM {v['ssim']:.3f}" for k, v in scores.items()}]
-    comparison_figure(
-        png_path,
-        [
+        rows=[
             {
                 "truth": mag["truth"][0],
                 "zero-filled": mag["zero-filled"][0],
@@ -148,9 +143,10 @@ def run_demo(
                 "std DDS": std_mag[0],
             }
         ],
+        captions=captions,
         title=f"single-coil MRI x4, sigma_y=0.01, Gaussian PPCA prior; metrics: "
         f"{metrics.CONVENTIONS['image']}",
-        captions=captions,
+        force=force,
     )
     return {
         "h5": str(h5_path),

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from recon import io, metrics
+from recon import io, metrics, results
 from recon.config import RunConfig
 from recon.datasets import BenchmarkSet
 from recon.errors import UserError
@@ -240,26 +240,17 @@ def _summarize(bench, cfg, out: Path, done, *, mri: bool) -> dict[str, Any]:
         ]
     _write_atomic(out / "summary.md", "\n".join(lines) + "\n")
     if arrays:
-        from recon.figures import comparison_figure
-
-        grid = []
-        caps = []
-        for i, a in zip(idx[:4], arrays[:4], strict=False):
-            grid.append(
-                {
-                    "truth": a["truth"],
-                    "input (A^+ y)": a["input"],
-                    "reconstruction": a["reconstruction"],
-                    "|error|": np.abs(a["reconstruction"] - a["truth"]),
-                    "std": a["std"],
-                }
-            )
-            caps.append(
-                {"reconstruction": f"PSNR {done[i]['psnr']:.2f}, SSIM {done[i]['ssim']:.3f}"}
-            )
-        comparison_figure(
+        shown = arrays[:4]
+        rows, caps = results.panels(
+            [a["reconstruction"] for a in shown],
+            [a["std"] for a in shown],
+            truth=[a["truth"] for a in shown],
+            inputs=[a["input"] for a in shown],
+            scores={k: [done[i][k] for i in idx[:4]] for k in ("psnr", "ssim")},
+        )
+        results.save_figure(
             out / "figure.png",
-            grid,
+            rows,
             captions=caps,
             title=f"{bench.name}, {cfg.sampler.name}; {metrics.CONVENTIONS[conv]}",
         )

@@ -36,7 +36,8 @@ other datasets      optional extras (e.g. ``zero_filled``), float32.
 attrs               ``recon_version``, ``deepinv_version``, ``torch_version``, ``config``
                     (JSON), ``seed``, ``device``, ``wall_time_s``, ``nfe`` and any others given.
 
-Files are opened per item (nothing is held open between slices). Results are written under a
+A run opens a scan once to read its header and validate the selected items, then once per
+item (nothing is held open between items). Results are written under a
 temporary name in the same folder and renamed into place, so a crash or a full disk never
 leaves a half-written result where the result should be; an existing output is never
 overwritten without ``force``.
@@ -44,10 +45,11 @@ overwritten without ``force``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,6 +171,16 @@ def open_h5(path: str | Path) -> h5py.File:
         ) from None
 
 
+@contextlib.contextmanager
+def _opened(src: str | Path | h5py.File) -> Iterator[tuple[h5py.File, Path]]:
+    """``src`` as an open file and its path: an open file is used as it is (not closed)."""
+    if isinstance(src, h5py.File):
+        yield src, Path(src.filename)
+        return
+    with open_h5(src) as f:
+        yield f, Path(src)
+
+
 def _dataset(f: h5py.File, name: str, path: Path, expected: str) -> h5py.Dataset:
     if name not in f:
         have = ", ".join(sorted(f.keys())) or "none"
@@ -208,10 +220,10 @@ def _recon_size(f: h5py.File, default: tuple[int, int]) -> tuple[int, int]:
     return int(y.text), int(x.text)
 
 
-def fastmri_info(path: str | Path) -> FastMRIInfo:
-    """Inspect a fastMRI file: shape, coils, mask, reconstruction size, ground truth."""
-    p = Path(path)
-    with open_h5(p) as f:
+def fastmri_info(path: str | Path | h5py.File) -> FastMRIInfo:
+    """Inspect a fastMRI file (a path or an open file): shape, coils, mask, reconstruction
+    size, ground truth."""
+    with _opened(path) as (f, p):
         ks = _dataset(f, "kspace", p, "complex k-space, (slices, [coils,] H, W)")
         if not np.iscomplexobj(np.empty(0, dtype=ks.dtype)):
             raise ReconIOError(f"{p}: dataset 'kspace' has dtype {ks.dtype}; expected complex64")
@@ -278,10 +290,9 @@ class CTInfo:
     truth_key: str | None
 
 
-def ct_info(path: str | Path) -> CTInfo:
-    """Inspect a CT sinogram file."""
-    p = Path(path)
-    with open_h5(p) as f:
+def ct_info(path: str | Path | h5py.File) -> CTInfo:
+    """Inspect a CT sinogram file (a path or an open file)."""
+    with _opened(path) as (f, p):
         if "sinogram" in f:
             ds, key = f["sinogram"], "sinogram"
             if ds.ndim != 3:
@@ -352,13 +363,12 @@ def read_images(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(a)
 
 
-def detect_layout(path: str | Path) -> str:
-    """``fastmri``, ``ct``, ``measurements`` or ``images`` from a file's datasets (or a PNG
-    folder)."""
-    p = Path(path)
-    if p.is_dir():
+def detect_layout(path: str | Path | h5py.File) -> str:
+    """``fastmri``, ``ct``, ``measurements`` or ``images`` from a file's datasets (a path, an
+    open file, or a PNG folder)."""
+    if not isinstance(path, h5py.File) and Path(path).is_dir():
         return "images"
-    with open_h5(p) as f:
+    with _opened(path) as (f, p):
         keys = set(f.keys())
     if "kspace" in keys:
         return "fastmri"

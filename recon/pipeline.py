@@ -13,278 +13,20 @@ work in [0, 1] units); outputs are scaled back, so ``reconstruction`` is in the 
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from recon import errors, io, metrics
-from recon import operators as O
+from recon import errors, metrics, results
 from recon.config import RunConfig, validate
 from recon.errors import UserError
 from recon.samplers import SAMPLERS, CountingDenoiser, hyperparameters, row_generator
-
-
-@dataclass
-class Item:
-    """One slice or image.
-
-    Attributes:
-        index: its index in the file.
-        y: the measurement without batch dimension.
-        truth: ground truth in the output domain, (H, W) or (C, H, W), or None.
-        inputs: per-item operator inputs (``mask``, ``coil_maps``), without batch dimension.
-        scale: the factor y was divided by (outputs are multiplied back).
-    """
-
-    index: int
-    y: Tensor
-    truth: Tensor | None
-    inputs: dict[str, Tensor] = field(default_factory=dict)
-    scale: float = 1.0
-
-
-class Source:
-    """A scan: its items, the operator config, and how outputs are shown."""
-
-    kind: str
-    operator: O.OperatorConfigBase
-    n_items: int
-
-    def check(self, indices: list[int]) -> None:
-        """Validate the selected items before any work (bad values fail early)."""
-
-    def item(self, index: int) -> Item:
-        raise NotImplementedError
-
-    def physics(self, rows: list[Item], device: torch.device):
-        """The operator for a chunk of rows (row r uses ``rows[r].inputs``)."""
-        stacked: dict[str, Tensor] = {}
-        for key in rows[0].inputs:
-            stacked[key] = torch.stack([r.inputs[key] for r in rows]).to(device)
-        if "mask" in stacked and stacked["mask"].ndim == 3:
-            stacked["mask"] = stacked["mask"][:, None]  # (B, 1, H, W)
-        return O.build(self.operator, device=device, **stacked)
-
-    def output(self, x: Tensor, item: Item) -> Tensor:
-        """Display-domain image (H, W) from a reconstruction (C, H, W)."""
-        return (x[0] if x.shape[0] == 1 else x.pow(2).sum(0).sqrt()) * item.scale
-
-
-def _center_crop(x: Tensor, size: tuple[int, int]) -> Tensor:
-    h, w = x.shape[-2:]
-    ch, cw = min(size[0], h), min(size[1], w)
-    top, left = (h - ch) // 2, (w - cw) // 2
-    return x[..., top : top + ch, left : left + cw]
-
-
-def _acs_width(mask: np.ndarray) -> int:
-    """Length of the contiguous sampled run through the centre column."""
-    w = mask.shape[0]
-    c = w // 2
-    if mask[c] == 0:
-        return 0
-    lo, hi = c, c
-    while lo > 0 and mask[lo - 1] > 0:
-        lo -= 1
-    while hi < w - 1 and mask[hi + 1] > 0:
-        hi += 1
-    return hi - lo + 1
-
-
-class FastMRISource(Source):
-    """fastMRI k-space (single- or multi-coil); see :mod:`recon.io`."""
-
-    def __init__(self, path: str, override: O.OperatorConfigBase | None, seed: int) -> None:
-        self.info = info = io.fastmri_info(path)
-        self.kind = "mri_multicoil" if info.multicoil else "mri"
-        self.n_items = info.n_slices
-        h, w = info.shape
-        sigma_y = override.sigma_y if override is not None else 0.0
-        if info.mask is not None:
-            mask = info.mask
-        else:
-            if override is None or override.name not in ("mri", "mri_multicoil"):
-                raise UserError(
-                    f"{info.path}: the k-space is fully sampled and has no 'mask'; choose the "
-                    "undersampling, e.g. --acceleration 4 (and --mask equispaced|random)"
-                )
-            mask = O.make_mask(
-                override.mask if override.mask != "given" else "equispaced",
-                (h, w),
-                acceleration=override.acceleration,
-                center_fraction=override.center_fraction,
-                seed=override.seed,
-            )[0].numpy()
-        self.mask = torch.from_numpy(np.asarray(mask, dtype=np.float32))
-        self.num_low = _acs_width(np.asarray(mask))
-        if info.multicoil and self.num_low < 2:
-            raise UserError(
-                f"{info.path}: the mask has no fully sampled centre (ACS) to "
-                "estimate coil maps from"
-            )
-        acc = float(w / max(float(self.mask.sum()), 1.0))
-        common = dict(
-            img_size=(h, w),
-            mask="given",
-            sigma_y=sigma_y,
-            acceleration=min(max(acc, 2.0), 12.0),
-            center_fraction=min(self.num_low / w, 0.99),
-        )
-        if info.multicoil:
-            self.operator = O.MultiCoilMRIConfig(**common, coil_maps="given")
-        else:
-            self.operator = O.MRIConfig(**common)
-
-    def check(self, indices: list[int]) -> None:
-        """Fail before any work if a selected slice has NaN/Inf k-space."""
-        import h5py
-
-        with h5py.File(self.info.path, "r") as f:
-            ks = f["kspace"]
-            for i in indices:
-                k = np.asarray(ks[i])
-                if not np.isfinite(k).all():
-                    raise UserError(
-                        f"{self.info.path}: slice {i} of 'kspace' has "
-                        f"{int((~np.isfinite(k)).sum())} NaN/Inf values; repair or exclude it "
-                        "(items: [...] in the config)"
-                    )
-
-    def item(self, index: int) -> Item:
-        k, truth = io.read_fastmri_slice(self.info, index)  # (coils, H, W) complex
-        k = k * self.mask  # unmeasured columns are zero
-        y2 = torch.stack([k.real, k.imag])  # (2, coils, H, W)
-        inputs: dict[str, Tensor] = {"mask": self.mask.expand(*self.info.shape).clone()}
-        if self.info.multicoil:
-            maps = O.estimate_coil_maps(k[None], self.num_low)[0]
-            inputs["coil_maps"] = maps.to(torch.complex64)
-            img = torch.fft.fftshift(
-                torch.fft.ifft2(torch.fft.ifftshift(k, dim=(-2, -1)), norm="ortho"), dim=(-2, -1)
-            )
-            zf = (torch.conj(maps) * img).sum(0).abs()
-        else:
-            y2 = y2[:, 0]
-            img = torch.fft.fftshift(torch.fft.ifft2(torch.fft.ifftshift(k[0]), norm="ortho"))
-            zf = img.abs()
-        scale = float(zf.max()) or 1.0
-        return Item(index, y2 / scale, truth, inputs, scale)
-
-    def output(self, x: Tensor, item: Item) -> Tensor:
-        mag = x.pow(2).sum(0).sqrt() * item.scale
-        return _center_crop(mag, self.info.recon_size)
-
-
-class CTSource(Source):
-    """CT sinograms; see :mod:`recon.io`."""
-
-    def __init__(self, path: str, override: O.OperatorConfigBase | None) -> None:
-        self.info = info = io.ct_info(path)
-        self.kind = "ct"
-        self.n_items = info.n_slices
-        a = info.attrs
-        base: dict[str, Any] = {}
-        if "img_size" in a:
-            v = a["img_size"]
-            base["img_size"] = tuple(json.loads(v) if isinstance(v, str) else v)
-        for key in ("geometry", "angle_range", "sigma_y"):
-            if key in a:
-                base[key] = a[key]
-        base["n_angles"] = info.n_angles
-        if override is not None:
-            if override.name != "ct":
-                raise UserError(
-                    f"{info.path}: a CT file needs a 'ct' operator, not {override.name!r}"
-                )
-            base.update(override.model_dump(exclude_unset=True))
-        if "img_size" not in base:
-            raise UserError(
-                f"{info.path}: the image size is unknown; give it in the config "
-                "(operator.img_size) or as the file attr img_size"
-            )
-        native = int(np.ceil(np.sqrt(2) * base["img_size"][0]))
-        if info.n_detectors != native:
-            base["n_detectors"] = info.n_detectors
-        base["name"] = "ct"
-        self.operator = validate(O.CTConfig, base, source=str(info.path))
-        self._physics = None
-
-    def item(self, index: int) -> Item:
-        s, truth = io.read_ct_slice(self.info, index)
-        return Item(index, s, truth)
-
-    def physics(self, rows: list[Item], device: torch.device):
-        if self._physics is None:
-            self._physics = O.build(self.operator, device=device)
-        return self._physics
-
-
-class MeasurementsSource(Source):
-    """Image-domain measurements written by ``recon simulate``."""
-
-    def __init__(self, path: str) -> None:
-        p = Path(path)
-        with io.open_h5(p) as f:
-            self.y = torch.from_numpy(np.asarray(f["measurements"][()], dtype=np.float32))
-            self.truth = (
-                torch.from_numpy(np.asarray(f["ground_truth"][()], dtype=np.float32))
-                if "ground_truth" in f
-                else None
-            )
-            self.masks = (
-                torch.from_numpy(np.asarray(f["mask"][()], dtype=np.float32))
-                if "mask" in f
-                else None
-            )
-            op = json.loads(f.attrs.get("operator", "{}"))
-        if op.get("name") not in ("inpainting", "super_resolution"):
-            raise UserError(
-                f"{p}: attr 'operator' must describe an inpainting or super_resolution operator"
-            )
-        if op["name"] == "inpainting":
-            op = {**op, "mask": "given", "n_masks": None}
-        cls = O.InpaintingConfig if op["name"] == "inpainting" else O.SuperResolutionConfig
-        self.operator = validate(cls, op, source=str(p))
-        self.kind = op["name"]
-        self.n_items = self.y.shape[0]
-        self._shared = None
-
-    def item(self, index: int) -> Item:
-        inputs = {"mask": self.masks[index]} if self.masks is not None else {}
-        truth = self.truth[index] if self.truth is not None else None
-        if not torch.isfinite(self.y[index]).all():
-            raise UserError(f"item {index} of 'measurements' has NaN/Inf values")
-        return Item(index, self.y[index], truth, inputs)
-
-    def physics(self, rows: list[Item], device: torch.device):
-        if self.kind == "inpainting":
-            return super().physics(rows, device)
-        if self._shared is None:
-            self._shared = O.build(self.operator, device=device)
-        return self._shared
-
-
-def open_source(cfg: RunConfig) -> Source:
-    """The scan a run reads, by its layout."""
-    if cfg.input is None:
-        raise UserError("no input scan: give SCAN on the command line or 'input' in the config")
-    layout = io.detect_layout(cfg.input)
-    if layout == "fastmri":
-        return FastMRISource(cfg.input, cfg.operator, cfg.seed)
-    if layout == "ct":
-        return CTSource(cfg.input, cfg.operator)
-    if layout == "measurements":
-        return MeasurementsSource(cfg.input)
-    raise UserError(
-        f"{cfg.input}: an image stack has no measurements; simulate them first "
-        "with `recon simulate IMAGES -o SCAN.h5 --operator ...`"
-    )
+from recon.sources import Item, Source, open_source
 
 
 @dataclass
@@ -345,14 +87,11 @@ def run(
     """
     t0 = time.perf_counter()
     device = errors.device(cfg.device)
-    if cfg.output is not None:
-        io.check_writable(cfg.output, force=cfg.force)
+    results.check_outputs(
+        cfg.output, cfg.figure, force=cfg.force, inputs=[cfg.input] if cfg.input else []
+    )
     source = open_source(cfg)
-    indices = list(range(source.n_items)) if cfg.items is None else list(cfg.items)
-    for i in indices:
-        if not 0 <= i < source.n_items:
-            raise UserError(f"{cfg.input}: item {i} does not exist (it has {source.n_items})")
-    source.check(indices)
+    indices = source.indices
     entry = SAMPLERS[cfg.sampler.name]
     items: dict[int, Item] = {}
     if indices:
@@ -369,13 +108,10 @@ def run(
         _check_prior_shape(prior, shape, source)
     counted = CountingDenoiser(prior)
     sigmas = cfg.schedule.build().to(torch.float64)
-    fn = entry.fn
     hyper = hyperparameters(cfg.sampler)
 
     rows = [(i, k) for i in indices for k in range(cfg.n_samples)]
-    items: dict[int, Item] = {}
     draws: dict[int, list[Tensor]] = {i: [] for i in indices}
-    done = 0
     for start in range(0, len(rows), cfg.batch_size):
         chunk = rows[start : start + cfg.batch_size]
         for i, _ in chunk:
@@ -386,32 +122,34 @@ def run(
         y = torch.stack([it.y for it in chunk_items]).to(device)
         gens = [row_generator(cfg.seed, i, k, device) for i, k in chunk]
         with torch.no_grad():
-            x = fn(counted, y, physics, sigmas, generator=gens, **hyper)
+            x = entry.fn(counted, y, physics, sigmas, generator=gens, **hyper)
         for (i, _), xr in zip(chunk, x, strict=True):
-            draws[i].append(xr.detach().cpu())
-        done += len(chunk)
+            draws[i].append(source.output(xr.detach().cpu().double(), items[i]))
         if on_rows is not None:
-            on_rows(done, len(rows))
+            on_rows(start + len(chunk), len(rows))
 
-    recon_list, std_list, sample_list, input_list, truth_list = [], [], [], [], []
-    scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "nmse": []}
+    means, stds, samples, inputs, truths = [], [], [], [], []
     for i in indices:
         it = items[i]
-        outs = torch.stack([source.output(d.double(), it) for d in draws[i]])
-        recon_list.append(outs.mean(0))
-        std_list.append(outs.std(0) if outs.shape[0] > 1 else torch.zeros_like(outs[0]))
-        sample_list.append(outs)
-        phys1 = source.physics([it], device)
-        zf = phys1.A_dagger(it.y[None].to(device)).cpu()[0].double()
-        input_list.append(source.output(zf, it))
+        outs = torch.stack(draws[i])
+        if not torch.isfinite(outs).all():
+            raise UserError(
+                f"{cfg.input}: item {i}: the {cfg.sampler.name} reconstruction has NaN/Inf "
+                "values (check the scan's values and the schedule); nothing was written"
+            )
+        mean, std = results.reduce(outs)
+        means.append(mean)
+        stds.append(std)
+        samples.append(outs)
+        zf = source.physics([it], device).A_dagger(it.y[None].to(device)).cpu()[0].double()
+        inputs.append(source.output(zf, it))
         if it.truth is not None:
             t = it.truth.double()
-            t = t if t.ndim == 2 else (t[0] if t.shape[0] == 1 else t.pow(2).sum(0).sqrt())
-            truth_list.append(t)
-    recon_t = torch.stack(recon_list)
-    std_t = torch.stack(std_list)
-    truth_t = torch.stack(truth_list) if len(truth_list) == len(indices) else None
+            truths.append(t if t.ndim == 2 else (t[0] if t.shape[0] == 1 else t.norm(dim=0)))
+    recon_t, std_t = torch.stack(means), torch.stack(stds)
+    truth_t = torch.stack(truths) if len(truths) == len(indices) and indices else None
     convention = "fastmri" if source.kind.startswith("mri") else "image"
+    scores: dict[str, list[float]] = {}
     if truth_t is not None:
         if recon_t.shape != truth_t.shape:
             raise UserError(
@@ -426,70 +164,45 @@ def run(
             scores = {k: v.tolist() for k, v in m.items()}
     wall = time.perf_counter() - t0
     nfe = counted.rows // max(len(rows), 1)
-    out_path = None
-    if cfg.output is not None:
-        attrs = {
-            "config": cfg.model_dump(mode="json"),
-            "seed": cfg.seed,
-            "device": str(device),
-            "wall_time_s": wall,
-            "nfe": nfe,
-            "indices": indices,
-            "metric_convention": metrics.CONVENTIONS[convention],
-        }
-        if truth_t is not None:
-            attrs["metrics"] = scores
-        out_path = io.write_result(
-            cfg.output,
-            reconstruction=recon_t,
-            std=std_t if cfg.n_samples > 1 else None,
-            samples=torch.stack(sample_list) if cfg.keep_samples else None,
-            extras={"zero_filled" if convention == "fastmri" else "pinv": torch.stack(input_list)},
-            attrs=attrs,
-            force=cfg.force,
-        )
-    result = RunResult(
+    attrs = {
+        "config": cfg.model_dump(mode="json"),
+        "seed": cfg.seed,
+        "device": str(device),
+        "wall_time_s": wall,
+        "nfe": nfe,
+        "indices": indices,
+        "metric_convention": metrics.CONVENTIONS[convention],
+    }
+    if scores:
+        attrs["metrics"] = scores
+    input_t = torch.stack(inputs)
+    fig_rows, captions = results.panels(
+        recon_t, std_t, truth=truth_t, inputs=input_t, scores=scores
+    )
+    out_path = results.save(
+        cfg.output,
+        cfg.figure,
+        reconstruction=recon_t,
+        std=std_t if cfg.n_samples > 1 else None,
+        samples=torch.stack(samples) if cfg.keep_samples else None,
+        extras={"zero_filled" if convention == "fastmri" else "pinv": input_t},
+        attrs=attrs,
+        rows=fig_rows,
+        captions=captions,
+        title=f"{source.kind}, {cfg.sampler.name}, "
+        f"{cfg.n_samples} sample(s); metrics: {metrics.CONVENTIONS[convention]}",
+        force=cfg.force,
+    )
+    return RunResult(
         recon_t,
         std_t,
         indices,
-        scores if truth_t is not None else {},
+        scores,
         nfe,
         wall,
         out_path,
-        torch.stack(sample_list) if cfg.keep_samples else None,
-        torch.stack(input_list),
+        torch.stack(samples) if cfg.keep_samples else None,
+        input_t,
         truth_t,
         convention,
     )
-    if cfg.figure is not None:
-        save_figure(
-            result,
-            cfg.figure,
-            title=f"{source.kind}, {cfg.sampler.name}, "
-            f"{cfg.n_samples} sample(s); metrics: {metrics.CONVENTIONS[convention]}",
-        )
-    return result
-
-
-def save_figure(result: RunResult, path: str | Path, *, title: str, max_rows: int = 4) -> Path:
-    """truth / input / reconstruction / |error| / std for the first items."""
-    from recon.figures import comparison_figure
-
-    rows, caps = [], []
-    for r in range(min(max_rows, len(result.indices))):
-        row: dict[str, Any] = {}
-        if result.truth is not None:
-            row["truth"] = result.truth[r]
-        row["input (A^+ y)"] = result.inputs[r]
-        row["reconstruction"] = result.reconstruction[r]
-        if result.truth is not None:
-            row["|error|"] = (result.reconstruction[r] - result.truth[r]).abs()
-        row["std"] = result.std[r]
-        rows.append(row)
-        cap = {}
-        if result.metrics and len(result.metrics.get("psnr", [])) == len(result.indices):
-            cap["reconstruction"] = (
-                f"PSNR {result.metrics['psnr'][r]:.2f} dB, SSIM {result.metrics['ssim'][r]:.3f}"
-            )
-        caps.append(cap)
-    return comparison_figure(path, rows, title=title, captions=caps)

@@ -95,10 +95,16 @@ def ddpm(
 
 
 def respace(sigmas: Tensor, n_steps: int) -> Tensor:
-    """Uniformly sub-sample a schedule to ``n_steps`` noise levels (DDIM respacing).
+    """Sub-sample a schedule to ``n_steps`` noise levels (DDIM respacing), fractional stride.
 
-    Keeps the training timesteps ``t = 0, k, 2k, ...`` with ``k = T // n_steps`` (the DDIM
-    "uniform" skip), in descending order, and appends 0.
+    Keeps the training timesteps ``t_i = round(i (T - 1) / (n_steps - 1))``, i = 0..n_steps-1
+    (the top level ``T - 1`` and the bottom level 0 always included; ``n_steps = 1`` keeps the
+    top), in descending order, and appends 0. The stride is at least 1, so the kept levels are
+    distinct and strictly decreasing for every ``n_steps <= T``.
+
+    DDIM's "uniform" skip ``t = 0, k, 2k, ...`` with ``k = T // n_steps`` (the paper's code)
+    drops the high-noise end when ``n_steps`` does not divide ``T`` (at T = 1000, 501 steps
+    start from t = 500, sigma 3.4 instead of 157 in DDPM's units) and is not used.
 
     Args:
         sigmas: descending schedule ending in 0, shape (T + 1,).
@@ -108,14 +114,18 @@ def respace(sigmas: Tensor, n_steps: int) -> Tensor:
         Tensor of shape (n_steps + 1,).
 
     Reference:
-        Song, Meng, Ermon, "Denoising Diffusion Implicit Models", ICLR 2021, Sec. 4.2.
+        Song, Meng, Ermon, "Denoising Diffusion Implicit Models", ICLR 2021, Sec. 4.2;
+        Nichol & Dhariwal, "Improved Denoising Diffusion Probabilistic Models", ICML 2021,
+        Sec. 4 (respacing with fractional strides).
     """
     levels = sigmas[:-1].flip(0)  # ascending: index t = 0..T-1
     t_count = levels.shape[0]
     if not 1 <= n_steps <= t_count:
         raise ValueError(f"n_steps must be in [1, {t_count}], got {n_steps}")
-    skip = t_count // n_steps
-    idx = torch.arange(0, t_count, skip)[:n_steps]
+    if n_steps == 1:
+        idx = torch.tensor([t_count - 1])
+    else:
+        idx = torch.round(torch.linspace(0, t_count - 1, n_steps, dtype=torch.float64)).long()
     kept = levels[idx].flip(0)
     return torch.cat([kept, kept.new_zeros(1)])
 

@@ -280,6 +280,76 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path, mri_scan):
     assert not list(tmp_path.glob(".*tmp*"))
 
 
+def test_outputs_never_lose_data_and_are_checked_before_work(tmp_path, mri_scan):
+    """-o equal to the input is refused even with --force; an existing figure needs --force;
+    a figure path matplotlib cannot write and an all-zero k-space fail before any sampling."""
+    before = Path(mri_scan).read_bytes()
+    for flags in ([], ["--force"]):
+        _one_line_error(
+            _cli("reconstruct", str(mri_scan), "-o", str(mri_scan), "--sampler", "pinv", *flags),
+            "input",
+        )
+    assert Path(mri_scan).read_bytes() == before
+    fig = tmp_path / "fig.png"
+    fig.write_bytes(b"old figure")
+    out = tmp_path / "o.h5"
+    _one_line_error(
+        _cli(
+            "reconstruct", str(mri_scan), "-o", str(out), "--figure", str(fig), "--sampler", "pinv"
+        ),
+        "fig.png",
+        "--force",
+    )
+    assert fig.read_bytes() == b"old figure" and not out.exists()
+    _one_line_error(
+        _cli("reconstruct", str(mri_scan), "-o", str(out), "--figure", str(tmp_path / "f.xyz")),
+        "f.xyz",
+        "suffix",
+    )
+    zero = tmp_path / "zero.h5"
+    with h5py.File(mri_scan) as src, h5py.File(zero, "w") as f:
+        f.create_dataset("kspace", data=np.zeros_like(src["kspace"][()]))
+        f.create_dataset("mask", data=src["mask"][()])
+    _one_line_error(_cli("reconstruct", str(zero), "-o", str(out)), "zero.h5", "zero")
+    assert not out.exists()
+    args = ["reconstruct", str(mri_scan), "-o", str(out), "--figure", str(fig), "--force"]
+    r = runner.invoke(app, [*args, "--sampler", "pinv"])
+    assert r.exit_code == 0, r.output
+    assert fig.read_bytes()[:4] == b"\x89PNG" and out.exists()
+
+
+def test_fastmri_slice_preparation_is_shared_by_reconstruction_and_acquisition(images):
+    """One preparation: the zero-filled coil-combined magnitude of the scaled k-space peaks at
+    1, and acquisition's scale for a given mask equals reconstruction's."""
+    from recon.active import acquire_fastmri_slice
+    from recon.sources import prepare_kspace
+
+    x = torch.zeros(1, 2, SIZE, SIZE)
+    x[:, 0] = images[:1, 0]
+    maps = O.birdcage_maps(4, (SIZE, SIZE))
+    cfg = O.MultiCoilMRIConfig(img_size=(SIZE, SIZE), mask="given", coil_maps="given")
+    full = O.build(cfg, mask=torch.ones(SIZE, SIZE), coil_maps=maps[None]).A(x)[0]
+    k = torch.complex(full[0], full[1])  # (coils, H, W)
+    n_low = O.masks.num_low_frequencies(SIZE, 0.25)
+    lines = torch.zeros(SIZE)
+    start = (SIZE - n_low + 1) // 2
+    lines[start : start + n_low] = 1
+    prep = prepare_kspace(k, lines, n_low, multicoil=True)
+    ph = O.build(
+        cfg, mask=prep.inputs["mask"][None, None], coil_maps=prep.inputs["coil_maps"][None]
+    )
+    zf = ph.A_adjoint(prep.y[None])[0]
+    assert float(zf.norm(dim=0).max()) == pytest.approx(1.0, rel=1e-4)
+    from recon.phantoms import phantom_gaussian_prior
+
+    prior = phantom_gaussian_prior(SIZE, complex_valued=True, n_train=200, rank=16)
+    sigmas = torch.tensor([0.5, 0.0], dtype=torch.float64)
+    _, scale = acquire_fastmri_slice(
+        k, prior, sigmas, acceleration=SIZE / (n_low + 1), center_fraction=0.25, n_particles=2
+    )
+    assert scale == pytest.approx(prep.scale, rel=1e-6)
+
+
 def test_digits_split_and_benchmark_sets():
     from recon.datasets import benchmark_sets
     from recon.digits import load_digits

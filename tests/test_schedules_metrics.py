@@ -32,10 +32,26 @@ def test_ddpm_schedule_and_respacing():
     assert torch.allclose(schedules.ddpm(1000, scale=0.5), 0.5 * s)
     r = schedules.respace(s, 50)
     assert r.shape == (51,) and r[-1] == 0
-    # DDIM uniform skip: timesteps 0, 20, ..., 980
-    assert np.allclose(r[:-1].numpy(), np.sqrt((1 - ab) / ab)[np.arange(0, 1000, 20)][::-1])
+    # fractional stride: timesteps round(i * 999 / 49), i = 0..49 (0 and 999 included)
+    t = np.round(np.arange(50) * 999 / 49).astype(int)
+    assert np.allclose(r[:-1].numpy(), np.sqrt((1 - ab) / ab)[t][::-1])
     with pytest.raises(ValueError):
         schedules.respace(s, 0)
+    with pytest.raises(ValueError):
+        schedules.respace(s, 1001)
+
+
+def test_respace_keeps_the_top_level_for_every_step_count():
+    """Every n in 1..T: the first level is the schedule's top, levels strictly decrease, the
+    last kept level is the bottom one (n >= 2), and the schedule ends in 0."""
+    s = schedules.ddpm(1000)
+    for n in range(1, 1001):
+        r = schedules.respace(s, n)
+        assert r.shape == (n + 1,) and r[-1] == 0
+        assert r[0] == s[0], n
+        assert bool((r[:-1] > r[1:]).all()), n
+        if n >= 2:
+            assert r[-2] == s[-2], n
 
 
 def _pair(gen, shape=(3, 1, 32, 32)):

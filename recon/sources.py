@@ -1,0 +1,329 @@
+"""Scan sources: what a run reads, one class per layout of :mod:`recon.io`.
+
+A :class:`Source` turns a scan file into :class:`Item` s (measurement, ground truth,
+per-item operator inputs, scale) and builds the operator for a chunk of rows. fastMRI k-space is
+prepared by :func:`prepare_kspace` (shared with active acquisition): coil maps from the ACS,
+scaled so that the zero-filled magnitude image peaks at 1 (priors work in [0, 1] units);
+outputs are scaled back, so results are in the file's units.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from recon import io
+from recon import operators as O
+from recon.config import RunConfig, validate
+from recon.errors import UserError
+
+
+@dataclass
+class Item:
+    """One slice or image.
+
+    Attributes:
+        index: its index in the file.
+        y: the measurement without batch dimension.
+        truth: ground truth in the output domain, (H, W) or (C, H, W), or None.
+        inputs: per-item operator inputs (``mask``, ``coil_maps``), without batch dimension.
+        scale: the factor y was divided by (outputs are multiplied back).
+    """
+
+    index: int
+    y: Tensor
+    truth: Tensor | None
+    inputs: dict[str, Tensor] = field(default_factory=dict)
+    scale: float = 1.0
+
+
+class Source:
+    """A scan: its items, the operator config, and how outputs are shown."""
+
+    kind: str
+    operator: O.OperatorConfigBase
+    n_items: int
+    indices: list[int]
+
+    def check(self, f: Any, indices: list[int]) -> None:
+        """Validate the selected items before any work (bad values fail early); ``f`` is the
+        open scan."""
+
+    def item(self, index: int) -> Item:
+        raise NotImplementedError
+
+    def physics(self, rows: list[Item], device: torch.device):
+        """The operator for a chunk of rows (row r uses ``rows[r].inputs``)."""
+        stacked: dict[str, Tensor] = {}
+        for key in rows[0].inputs:
+            stacked[key] = torch.stack([r.inputs[key] for r in rows]).to(device)
+        if "mask" in stacked and stacked["mask"].ndim == 3:
+            stacked["mask"] = stacked["mask"][:, None]  # (B, 1, H, W)
+        return O.build(self.operator, device=device, **stacked)
+
+    def output(self, x: Tensor, item: Item) -> Tensor:
+        """Display-domain image (H, W) from a reconstruction (C, H, W)."""
+        return (x[0] if x.shape[0] == 1 else x.pow(2).sum(0).sqrt()) * item.scale
+
+
+def _center_crop(x: Tensor, size: tuple[int, int]) -> Tensor:
+    h, w = x.shape[-2:]
+    ch, cw = min(size[0], h), min(size[1], w)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return x[..., top : top + ch, left : left + cw]
+
+
+def _acs_width(mask: np.ndarray) -> int:
+    """Length of the contiguous sampled run through the centre column."""
+    w = mask.shape[0]
+    c = w // 2
+    if mask[c] == 0:
+        return 0
+    lo, hi = c, c
+    while lo > 0 and mask[lo - 1] > 0:
+        lo -= 1
+    while hi < w - 1 and mask[hi + 1] > 0:
+        hi += 1
+    return hi - lo + 1
+
+
+@dataclass
+class PreparedSlice:
+    """One fastMRI slice ready for the operator.
+
+    Attributes:
+        y: measured k-space / scale as real channels, (2, coils, H, W) multi-coil or
+            (2, H, W) single-coil; unmeasured columns are zero.
+        inputs: operator inputs: ``mask`` (H, W), and ``coil_maps`` (coils, H, W) complex64
+            when multi-coil.
+        scale: the factor k-space was divided by: the peak of the zero-filled (coil-combined)
+            magnitude image, so priors see [0, 1] units.
+    """
+
+    y: Tensor
+    inputs: dict[str, Tensor]
+    scale: float
+
+
+def prepare_kspace(
+    k: Tensor, mask: Tensor, num_low: int, *, multicoil: bool, scale: float | None = None
+) -> PreparedSlice:
+    """The one preparation of a fastMRI slice, for reconstruction and for acquisition.
+
+    Args:
+        k: k-space (coils, H, W) complex (coils = 1 single-coil), centred.
+        mask: sampled columns, (W,) or (H, W), 0/1.
+        num_low: width of the fully sampled centre (ACS) the coil maps are estimated from.
+        multicoil: estimate coil maps and combine coils with them.
+        scale: divide by this instead of the zero-filled image's peak.
+    """
+    h, w = k.shape[-2:]
+    mask_hw = torch.as_tensor(mask, dtype=torch.float32, device=k.device).expand(h, w).clone()
+    km = k * mask_hw
+    inputs: dict[str, Tensor] = {"mask": mask_hw}
+    if multicoil:
+        maps = O.estimate_coil_maps(km[None], num_low)[0].to(torch.complex64)
+        inputs["coil_maps"] = maps
+        zf = (torch.conj(maps) * O.ifft2c(km)).sum(0).abs()
+    else:
+        zf = O.ifft2c(km[0]).abs()
+    if scale is None:
+        scale = float(zf.max()) or 1.0
+    y = torch.stack([km.real, km.imag]) / scale  # (2, coils, H, W)
+    return PreparedSlice(y if multicoil else y[:, 0], inputs, scale)
+
+
+class FastMRISource(Source):
+    """fastMRI k-space (single- or multi-coil); see :mod:`recon.io`."""
+
+    def __init__(self, f: Any, override: O.OperatorConfigBase | None) -> None:
+        self.info = info = io.fastmri_info(f)
+        self.kind = "mri_multicoil" if info.multicoil else "mri"
+        self.n_items = info.n_slices
+        h, w = info.shape
+        sigma_y = override.sigma_y if override is not None else 0.0
+        if info.mask is not None:
+            mask = info.mask
+        else:
+            if override is None or override.name not in ("mri", "mri_multicoil"):
+                raise UserError(
+                    f"{info.path}: the k-space is fully sampled and has no 'mask'; choose the "
+                    "undersampling, e.g. --acceleration 4 (and --mask equispaced|random)"
+                )
+            mask = O.make_mask(
+                override.mask if override.mask != "given" else "equispaced",
+                (h, w),
+                acceleration=override.acceleration,
+                center_fraction=override.center_fraction,
+                seed=override.seed,
+            )[0].numpy()
+        self.mask = torch.from_numpy(np.asarray(mask, dtype=np.float32))
+        self.num_low = _acs_width(np.asarray(mask))
+        if info.multicoil and self.num_low < 2:
+            raise UserError(
+                f"{info.path}: the mask has no fully sampled centre (ACS) to "
+                "estimate coil maps from"
+            )
+        acc = float(w / max(float(self.mask.sum()), 1.0))
+        common = dict(
+            img_size=(h, w),
+            mask="given",
+            sigma_y=sigma_y,
+            acceleration=min(max(acc, 2.0), 12.0),
+            center_fraction=min(self.num_low / w, 0.99),
+        )
+        if info.multicoil:
+            self.operator = O.MultiCoilMRIConfig(**common, coil_maps="given")
+        else:
+            self.operator = O.MRIConfig(**common)
+
+    def check(self, f: Any, indices: list[int]) -> None:
+        """Fail before any work if a selected slice has NaN/Inf or no signal where measured."""
+        ks = f["kspace"]
+        for i in indices:
+            k = np.asarray(ks[i])
+            if not np.isfinite(k).all():
+                raise UserError(
+                    f"{self.info.path}: slice {i} of 'kspace' has "
+                    f"{int((~np.isfinite(k)).sum())} NaN/Inf values; repair or exclude it "
+                    "(items: [...] in the config)"
+                )
+            if not np.any(k * self.mask.numpy()):
+                raise UserError(
+                    f"{self.info.path}: slice {i} of 'kspace' is zero on every measured "
+                    "column; there is nothing to reconstruct from (exclude it: items: [...])"
+                )
+
+    def item(self, index: int) -> Item:
+        k, truth = io.read_fastmri_slice(self.info, index)  # (coils, H, W) complex
+        prep = prepare_kspace(k, self.mask, self.num_low, multicoil=self.info.multicoil)
+        return Item(index, prep.y, truth, prep.inputs, prep.scale)
+
+    def output(self, x: Tensor, item: Item) -> Tensor:
+        mag = x.pow(2).sum(0).sqrt() * item.scale
+        return _center_crop(mag, self.info.recon_size)
+
+
+class CTSource(Source):
+    """CT sinograms; see :mod:`recon.io`."""
+
+    def __init__(self, f: Any, override: O.OperatorConfigBase | None) -> None:
+        self.info = info = io.ct_info(f)
+        self.kind = "ct"
+        self.n_items = info.n_slices
+        a = info.attrs
+        base: dict[str, Any] = {}
+        if "img_size" in a:
+            v = a["img_size"]
+            base["img_size"] = tuple(json.loads(v) if isinstance(v, str) else v)
+        for key in ("geometry", "angle_range", "sigma_y"):
+            if key in a:
+                base[key] = a[key]
+        base["n_angles"] = info.n_angles
+        if override is not None:
+            if override.name != "ct":
+                raise UserError(
+                    f"{info.path}: a CT file needs a 'ct' operator, not {override.name!r}"
+                )
+            base.update(override.model_dump(exclude_unset=True))
+        if "img_size" not in base:
+            raise UserError(
+                f"{info.path}: the image size is unknown; give it in the config "
+                "(operator.img_size) or as the file attr img_size"
+            )
+        native = int(np.ceil(np.sqrt(2) * base["img_size"][0]))
+        if info.n_detectors != native:
+            base["n_detectors"] = info.n_detectors
+        base["name"] = "ct"
+        self.operator = validate(O.CTConfig, base, source=str(info.path))
+        self._physics = None
+
+    def item(self, index: int) -> Item:
+        s, truth = io.read_ct_slice(self.info, index)
+        return Item(index, s, truth)
+
+    def physics(self, rows: list[Item], device: torch.device):
+        if self._physics is None:
+            self._physics = O.build(self.operator, device=device)
+        return self._physics
+
+
+class MeasurementsSource(Source):
+    """Image-domain measurements written by ``recon simulate``."""
+
+    def __init__(self, f: Any) -> None:
+        p = Path(f.filename)
+        self.y = torch.from_numpy(np.asarray(f["measurements"][()], dtype=np.float32))
+        self.truth = (
+            torch.from_numpy(np.asarray(f["ground_truth"][()], dtype=np.float32))
+            if "ground_truth" in f
+            else None
+        )
+        self.masks = (
+            torch.from_numpy(np.asarray(f["mask"][()], dtype=np.float32)) if "mask" in f else None
+        )
+        op = json.loads(f.attrs.get("operator", "{}"))
+        if op.get("name") not in ("inpainting", "super_resolution"):
+            raise UserError(
+                f"{p}: attr 'operator' must describe an inpainting or super_resolution operator"
+            )
+        if op["name"] == "inpainting":
+            op = {**op, "mask": "given", "n_masks": None}
+        cls = O.InpaintingConfig if op["name"] == "inpainting" else O.SuperResolutionConfig
+        self.operator = validate(cls, op, source=str(p))
+        self.kind = op["name"]
+        self.n_items = self.y.shape[0]
+        self._shared = None
+
+    def item(self, index: int) -> Item:
+        inputs = {"mask": self.masks[index]} if self.masks is not None else {}
+        truth = self.truth[index] if self.truth is not None else None
+        if not torch.isfinite(self.y[index]).all():
+            raise UserError(f"item {index} of 'measurements' has NaN/Inf values")
+        return Item(index, self.y[index], truth, inputs)
+
+    def physics(self, rows: list[Item], device: torch.device):
+        if self.kind == "inpainting":
+            return super().physics(rows, device)
+        if self._shared is None:
+            self._shared = O.build(self.operator, device=device)
+        return self._shared
+
+
+def open_source(cfg: RunConfig) -> Source:
+    """The scan a run reads, by its layout, with its selected items (``source.indices``)
+    checked. The file is opened once here (header and item checks) and then once per item."""
+    if cfg.input is None:
+        raise UserError("no input scan: give SCAN on the command line or 'input' in the config")
+    if Path(cfg.input).is_dir():
+        raise _no_measurements(cfg.input)
+    with io.open_h5(cfg.input) as f:
+        layout = io.detect_layout(f)
+        if layout == "fastmri":
+            source: Source = FastMRISource(f, cfg.operator)
+        elif layout == "ct":
+            source = CTSource(f, cfg.operator)
+        elif layout == "measurements":
+            source = MeasurementsSource(f)
+        else:
+            raise _no_measurements(cfg.input)
+        n = source.n_items
+        source.indices = list(range(n)) if cfg.items is None else list(cfg.items)
+        for i in source.indices:
+            if not 0 <= i < n:
+                raise UserError(f"{cfg.input}: item {i} does not exist (it has {n})")
+        source.check(f, source.indices)
+    return source
+
+
+def _no_measurements(path: str) -> UserError:
+    return UserError(
+        f"{path}: an image stack has no measurements; simulate them first "
+        "with `recon simulate IMAGES -o SCAN.h5 --operator ...`"
+    )
