@@ -24,7 +24,7 @@ from recon.toy import mixture_problem
 # (label, sampler, hyperparameters); DPS in network units with the paper's VP weighting and
 # the benchmark's zeta' = 0.1 (zeta = 2 zeta' on the un-squared norm)
 METHODS = [
-    ("dps", "dps", dict(zeta=0.2, vp_scale=1.0)),
+    ("dps", "dps", dict(zeta=0.2, vp_scale=1.0, normalize=False)),
     ("dds", "dds", dict()),
     ("reddiff", "reddiff", dict(lr=0.5)),
     ("exact", "exact", dict()),

@@ -141,6 +141,7 @@ def quality(device, n_images, quick):
             ddpm(1000, scale=0.5) if not quick else karras(n_dps, sigma_max=40.0),
             generator=torch.Generator().manual_seed(1),
             zeta=0.5,
+            normalize=False,
             vp_scale=0.5,
         ),
         device,

@@ -84,6 +84,7 @@ def main() -> None:
                         prob.physics,
                         sig,
                         zeta=zeta,
+                        normalize=False,
                         vp_scale=1.0,
                         generator=torch.Generator().manual_seed(i),
                     )

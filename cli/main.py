@@ -190,6 +190,19 @@ def simulate(
         help="MRI mask: equispaced, random, vd2d, or full (fully sampled, for recon acquire).",
     ),
     coils: int = typer.Option(8, "--coils", help="Coils (multi-coil MRI, birdcage maps)."),
+    readout_oversampling: int = typer.Option(
+        1,
+        "--readout-oversampling",
+        min=1,
+        help="MRI: k-space on a grid this many times taller (readout) than the image, with an "
+        "ismrmrd_header, as fastMRI's raw files (2).",
+    ),
+    encoded_width: int | None = typer.Option(
+        None,
+        "--encoded-width",
+        help="MRI: phase-encode columns of k-space when wider than the image (fastMRI knee: "
+        "368 for a 320-wide image); the image width when not given.",
+    ),
     angles: int = typer.Option(30, "--angles", help="CT projection angles."),
     geometry: str = typer.Option(
         "sparse_view", "--geometry", help="CT: sparse_view or limited_angle."
@@ -233,6 +246,8 @@ def simulate(
             center_fraction=center_fraction,
             seed=seed,
         )
+        if readout_oversampling > 1 or encoded_width not in (None, w):
+            base["encoded_size"] = [h * readout_oversampling, encoded_width or w]
         if name == "mri_multicoil":
             base["n_coils"] = coils
     elif name == "ct":
@@ -245,6 +260,10 @@ def simulate(
     cfg = validate(cls, base, source="command line")
     if mask == "full" and name not in ("mri", "mri_multicoil"):
         raise UserError("--mask full is for --operator mri or mri_multicoil")
+    if (readout_oversampling > 1 or encoded_width) and name not in ("mri", "mri_multicoil"):
+        raise UserError(
+            "--readout-oversampling and --encoded-width are for --operator mri or mri_multicoil"
+        )
     path = run_simulate(imgs, cfg, output, seed=seed, force=force, fully_sampled=mask == "full")
     typer.echo(f"wrote {path} ({imgs.shape[0]} items, operator {name})")
 
@@ -382,7 +401,7 @@ def acquire(
     info = io.fastmri_info(scan)
     from pydantic import TypeAdapter
 
-    prior_cfg = TypeAdapter(PriorConfig).validate_python(resolve(prior, (2, *info.shape)))
+    prior_cfg = TypeAdapter(PriorConfig).validate_python(resolve(prior, (2, *info.image_size)))
     den = prior_cfg.build(device=device)
     schedule = validate(KarrasScheduleConfig, {} if steps is None else {"n_steps": steps})
     options = {"n_particles": particles, "zeta": zeta}
@@ -442,7 +461,7 @@ def train_prior_cmd(
     overrides: list[str] | None = typer.Option(
         None, "--set", help="Override a field, e.g. --set lr=5e-4 --set unet.base=32."
     ),
-    threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for torch."),
     max_time: str | None = typer.Option(
         None, "--max-time", help="Stop (after a checkpoint) after this long, e.g. 45m, 2h."
     ),
@@ -465,8 +484,8 @@ def train_prior_cmd(
     base = PRESETS[preset].model_dump(mode="json") if preset else {}
     if config is not None:
         base |= read_mapping(config)
-    for key, val in (("data", data), ("steps", steps), ("batch_size", batch_size)):
-        if val:
+    for key, val in (("data", data or None), ("steps", steps), ("batch_size", batch_size)):
+        if val is not None:  # 0 is a value (refused by the config), not "unset"
             base[key] = val
     if resolution is not None:
         base["resolution"] = resolution

@@ -15,12 +15,19 @@ import torch
 from pydantic import Field
 
 from . import ct, inpainting, mri, mri_multicoil, super_resolution
-from ._common import AdjointError, OperatorConfigBase, adjointness_error, cast, noise_sigma
+from ._common import (
+    AdjointError,
+    OperatorConfigBase,
+    adjointness_error,
+    cast,
+    noise_sigma,
+    norm_sq,
+)
 from .ct import CTConfig, ParallelBeamCT
 from .custom import FunctionalPhysics, MatrixPhysics, from_functions, from_matrix, operator_matrix
 from .inpainting import InpaintingConfig
 from .masks import make_mask
-from .mri import MRIConfig, ifft2c
+from .mri import Embedded, MRIConfig, center_crop, center_pad, crop_box, ifft2c
 from .mri_multicoil import MultiCoilMRI, MultiCoilMRIConfig, birdcage_maps, estimate_coil_maps
 from .super_resolution import SuperResolutionConfig
 
@@ -61,6 +68,7 @@ __all__ = [
     "OPERATORS",
     "AdjointError",
     "CTConfig",
+    "Embedded",
     "FunctionalPhysics",
     "InpaintingConfig",
     "MRIConfig",
@@ -74,6 +82,9 @@ __all__ = [
     "birdcage_maps",
     "build",
     "cast",
+    "center_crop",
+    "center_pad",
+    "crop_box",
     "estimate_coil_maps",
     "from_functions",
     "from_matrix",
@@ -81,5 +92,6 @@ __all__ = [
     "input_shape",
     "make_mask",
     "noise_sigma",
+    "norm_sq",
     "operator_matrix",
 ]

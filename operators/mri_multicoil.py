@@ -43,7 +43,7 @@ from recon.linalg import conjugate_gradient
 
 from ._common import gaussian_noise
 from .masks import num_low_frequencies
-from .mri import MRIMaskFields, ifft2c, resolve_mask
+from .mri import MRIMaskFields, center_pad, embed, ifft2c, resolve_mask
 
 
 class MultiCoilMRIConfig(MRIMaskFields):
@@ -130,7 +130,7 @@ def build(
     mask: Tensor | None = None,
     coil_maps: Tensor | None = None,
     kspace: Tensor | None = None,
-) -> MultiCoilMRI:
+) -> dinv.physics.LinearPhysics:
     """Build the multi-coil operator.
 
     Args:
@@ -140,7 +140,7 @@ def build(
         coil_maps: complex maps (N, H, W) or (B, N, H, W) for ``coil_maps='given'``.
         kspace: the measured multi-coil k-space for ``coil_maps='estimated'``.
     """
-    h, w = cfg.img_size
+    h, w = cfg.kspace_size
     m = resolve_mask(cfg, mask)
     if cfg.coil_maps == "simulated":
         maps = birdcage_maps(cfg.n_coils, (h, w))
@@ -154,9 +154,11 @@ def build(
         if kspace is None:
             raise ValueError("coil_maps='estimated' needs the measured k-space")
         maps = estimate_coil_maps(kspace.to(device), num_low_frequencies(w, cfg.center_fraction))
+    if maps.shape[-2:] == tuple(cfg.img_size) and (h, w) != tuple(cfg.img_size):
+        maps = center_pad(maps, (h, w))  # maps on the reconstruction grid: zero outside it
     if maps.shape[-2:] != (h, w):
-        raise ValueError(f"coil maps of shape {tuple(maps.shape)} do not match image {h}x{w}")
-    return MultiCoilMRI(
+        raise ValueError(f"coil maps of shape {tuple(maps.shape)} do not match k-space {h}x{w}")
+    inner = MultiCoilMRI(
         mask=m.to(device),
         coil_maps=maps.to(device=device, dtype=torch.complex64),
         img_size=(2, h, w),
@@ -164,3 +166,4 @@ def build(
         device=device,
         dagger_iters=cfg.dagger_iters,
     )
+    return embed(inner, cfg, cfg.dagger_iters)

@@ -44,7 +44,7 @@ from torch import Tensor
 from recon.priors.base import Denoiser
 from recon.samplers._steps import StepInfo, check_inputs, row_generator
 from recon.samplers.dps import SAMPLERS as _DPS_ENTRY
-from recon.samplers.dps import DDIMEta, VPScale, Zeta, dps_step
+from recon.samplers.dps import DDIMEta, Normalize, VPScale, Zeta, dps_step
 
 _DPS = _DPS_ENTRY[0].defaults()  # the particles take DPS steps with DPS's own defaults
 
@@ -149,6 +149,7 @@ def active_subsampling(
     sigma_entropy: float | None = None,
     zeta: Zeta = _DPS["zeta"],
     vp_scale: VPScale = _DPS["vp_scale"],
+    normalize: Normalize = _DPS["normalize"],
     eta: DDIMEta = _DPS["eta"],
     generator: torch.Generator | None = None,
     callback: Callable[[StepInfo], None] | None = None,
@@ -172,7 +173,7 @@ def active_subsampling(
         window: (start, stop) fractions of the steps within which rounds are spread evenly.
         n_particles: DPS trajectories sharing the mask.
         sigma_entropy: ``s`` of the entropy; None: automatic per round (:func:`gmm_entropy`).
-        zeta, vp_scale, eta: DPS step (see :func:`recon.samplers.sample_dps`; its defaults).
+        zeta, vp_scale, normalize, eta: DPS step (:func:`recon.samplers.sample_dps`, its defaults).
         generator: the scan's random stream.
         callback: a :class:`StepInfo` per step.
         hard_consistency: replace the measured entries of each final particle by the data,
@@ -233,7 +234,17 @@ def active_subsampling(
             )
             yb = y1.expand(n_particles, *y1.shape[1:])
             x, x0 = dps_step(
-                denoiser, x, yb, physics, s, s_next, noise, zeta=zeta, vp_scale=vp_scale, eta=eta
+                denoiser,
+                x,
+                yb,
+                physics,
+                s,
+                s_next,
+                noise,
+                zeta=zeta,
+                vp_scale=vp_scale,
+                normalize=normalize,
+                eta=eta,
             )
             if i in round_steps and left > 0:
                 pred = full_physics.A(x0)
@@ -304,6 +315,7 @@ def acquire_fastmri_slice(
     generator: torch.Generator | None = None,
     initial_mask: Tensor | None = None,
     scale: float | None = None,
+    recon_size: tuple[int, int] | None = None,
     **options,
 ) -> tuple[AcquisitionResult, float]:
     """Active acquisition of phase-encode lines for one fully sampled fastMRI slice.
@@ -324,6 +336,8 @@ def acquire_fastmri_slice(
         generator: the slice's stream.
         initial_mask: (W,) 0/1 lines to start from instead of the ACS block.
         scale: divide k-space by this instead of the initial zero-filled image's peak.
+        recon_size: the image grid (h, w) inside the k-space grid (readout oversampling, see
+            :class:`recon.operators.Embedded`); the k-space grid when None.
         **options: passed to :func:`active_subsampling` (n_particles, per_round, window, zeta,
             vp_scale, eta, sigma_entropy, callback).
 
@@ -345,10 +359,15 @@ def acquire_fastmri_slice(
     budget = max(round(w / acceleration) - int(lines.sum()), 0)
     mask0 = lines.expand(h, w).clone()
     multicoil = coils > 1
-    prep = prepare_kspace(kspace, lines, max(n_low, 2), multicoil=multicoil, scale=scale)
+    img = tuple(recon_size or (h, w))
+    prep = prepare_kspace(
+        kspace, lines, max(n_low, 2), multicoil=multicoil, scale=scale, recon_size=img
+    )
     scale = prep.scale
     extra = {"coil_maps": prep.inputs["coil_maps"]} if multicoil else {}
-    common = dict(img_size=(h, w), mask="given", sigma_y=sigma_y)
+    common = dict(
+        img_size=img, encoded_size=(h, w) if img != (h, w) else None, mask="given", sigma_y=sigma_y
+    )
     cfg = O.MultiCoilMRIConfig(**common, coil_maps="given") if multicoil else O.MRIConfig(**common)
     ks = kspace / scale
     full = torch.stack([ks.real, ks.imag]).float()  # (2, coils, H, W)
@@ -367,7 +386,7 @@ def acquire_fastmri_slice(
         make_physics=make_physics,
         measure=measure,
         initial_mask=mask0,
-        x_shape=(2, h, w),
+        x_shape=(2, *img),
         budget=budget,
         candidates="lines",
         generator=generator,
@@ -437,6 +456,7 @@ def acquire_file(
                 acceleration=acceleration,
                 center_fraction=center_fraction,
                 generator=g,
+                recon_size=info.image_size,
                 **options,
             )
         except ValueError as err:

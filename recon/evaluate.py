@@ -195,11 +195,12 @@ def _summarize(bench, cfg, out: Path, done, *, mri: bool) -> dict[str, Any]:
     idx = sorted(done)
     rows = [done[i] for i in idx]
     conv = "fastmri" if mri else "image"
+    prior = cfg.prior.model_dump(mode="json") if SAMPLERS[cfg.sampler.name].uses_prior else None
     summary: dict[str, Any] = {
         "benchmark": bench.name,
         "description": bench.description,
         "sampler": cfg.sampler.name,
-        "prior": cfg.prior.model_dump(mode="json"),
+        "prior": prior,
         "n_samples": cfg.n_samples,
         "seed": cfg.seed,
         "metric_convention": conv,
@@ -219,7 +220,7 @@ def _summarize(bench, cfg, out: Path, done, *, mri: bool) -> dict[str, Any]:
     lines = [
         f"# {bench.name}: {cfg.sampler.name}",
         "",
-        f"{bench.description}. Prior: `{json.dumps(cfg.prior.model_dump(mode='json'))}`; "
+        f"{bench.description}. Prior: `{json.dumps(prior)}`; "
         f"{cfg.n_samples} sample(s) per item; seed {cfg.seed}.",
         "",
         f"Metric convention: **{conv}** ({metrics.CONVENTIONS[conv]}).",

@@ -49,7 +49,7 @@ import contextlib
 import json
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,19 +115,43 @@ def check_writable(path: str | Path, *, force: bool) -> Path:
     return p
 
 
-def atomic_h5(path: Path, force: bool, fill) -> Path:
-    """Write an HDF5 file by ``fill(f)`` into a temporary name, then rename it over ``path``
-    (a killed write leaves no partial output)."""
-    p = check_writable(path, force=force)
-    tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+def _alive(pid: int) -> bool:
     try:
-        with h5py.File(tmp, "w") as f:
-            fill(f)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def atomic(path: str | Path, force: bool, write: Callable[[Path], Any]) -> Path:
+    """Write a file by ``write(tmp)`` under a temporary name in the target folder (same
+    suffix), then rename it over ``path``: a killed write leaves no partial output, and the
+    temporary file a killed writer left is removed by the next write to the same path."""
+    p = check_writable(path, force=force)
+    for stale in p.parent.glob(f".{p.stem}.tmp-*{p.suffix}"):
+        pid = stale.name[len(p.stem) + 6 : len(stale.name) - len(p.suffix)]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+    tmp = p.with_name(f".{p.stem}.tmp-{os.getpid()}{p.suffix}")
+    try:
+        write(tmp)
         os.replace(tmp, p)
     finally:
         if tmp.exists():
             tmp.unlink()
     return p
+
+
+def atomic_h5(path: Path, force: bool, fill: Callable[[h5py.File], Any]) -> Path:
+    """Write an HDF5 file by ``fill(f)`` atomically (see :func:`atomic`)."""
+
+    def write(tmp: Path) -> None:
+        with h5py.File(tmp, "w") as f:
+            fill(f)
+
+    return atomic(path, force, write)
 
 
 def write_result(
@@ -202,22 +226,56 @@ class FastMRIInfo:
     attrs: dict[str, Any] = field(default_factory=dict)
     truth_key: str | None = None
 
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(h, w) of the image recon reconstructs: the reconstruction grid inside the encoded
+        (k-space) one (320 x 320 in a 640 x 368 fastMRI knee file)."""
+        return (min(self.recon_size[0], self.shape[0]), min(self.recon_size[1], self.shape[1]))
+
+
+def parse_ismrmrd_header(xml: bytes | str) -> dict[str, tuple[int, int]]:
+    """The ``encodedSpace`` and ``reconSpace`` matrix sizes of an ISMRMRD header, as (H, W) of
+    fastMRI's arrays: ``x`` is the readout (k-space axis -2, e.g. 640 with 2x oversampling),
+    ``y`` the phase encodes (axis -1). Keys ``encoded`` and ``recon``, present when found."""
+    if isinstance(xml, str):
+        xml = xml.encode()
+    try:
+        root = ET.fromstring(xml.rstrip(b"\0"))
+    except ET.ParseError:
+        return {}
+    ns = {"m": "http://www.ismrm.org/ISMRMRD"}
+    out = {}
+    for key, space in (("encoded", "encodedSpace"), ("recon", "reconSpace")):
+        node = root.find(f"m:encoding/m:{space}/m:matrixSize", ns)
+        if node is None:
+            continue
+        x, y = node.find("m:x", ns), node.find("m:y", ns)
+        if x is not None and y is not None:
+            out[key] = (int(x.text), int(y.text))
+    return out
+
+
+def ismrmrd_header(encoded: tuple[int, int], recon: tuple[int, int]) -> bytes:
+    """A minimal ISMRMRD header (the fields recon reads, in the layout fastMRI's files use)
+    with the given encoded and reconstruction matrix sizes (H, W) = (x, y)."""
+
+    def space(tag: str, size: tuple[int, int]) -> str:
+        return f"<{tag}><matrixSize><x>{size[0]}</x><y>{size[1]}</y><z>1</z></matrixSize></{tag}>"
+
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        '<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD"><encoding>'
+        + space("encodedSpace", encoded)
+        + space("reconSpace", recon)
+        + "</encoding></ismrmrdHeader>"
+    ).encode()
+
 
 def _recon_size(f: h5py.File, default: tuple[int, int]) -> tuple[int, int]:
     if "ismrmrd_header" not in f:
         return default
-    try:
-        root = ET.fromstring(bytes(np.asarray(f["ismrmrd_header"][()]).tobytes()).rstrip(b"\0"))
-    except ET.ParseError:
-        return default
-    ns = {"m": "http://www.ismrm.org/ISMRMRD"}
-    node = root.find("m:encoding/m:reconSpace/m:matrixSize", ns)
-    if node is None:
-        return default
-    x, y = node.find("m:x", ns), node.find("m:y", ns)
-    if x is None or y is None:
-        return default
-    return int(y.text), int(x.text)
+    header = parse_ismrmrd_header(bytes(np.asarray(f["ismrmrd_header"][()]).tobytes()))
+    return header.get("recon", default)
 
 
 def fastmri_info(path: str | Path | h5py.File) -> FastMRIInfo:
@@ -393,12 +451,17 @@ def write_fastmri(
     truth: np.ndarray | None,
     attrs: Mapping[str, Any],
     force: bool = False,
+    recon_size: tuple[int, int] | None = None,
 ) -> Path:
     """Write k-space in fastMRI layout (complex64 ``kspace``, optional ``mask`` and
-    ``reconstruction_rss``), atomically."""
+    ``reconstruction_rss``), atomically; with ``recon_size`` also an ``ismrmrd_header`` whose
+    encoded space is the k-space grid and whose reconstruction space is ``recon_size``."""
 
     def fill(f: h5py.File) -> None:
         f.create_dataset("kspace", data=np.asarray(kspace, dtype=np.complex64))
+        if recon_size is not None:
+            enc = tuple(np.shape(kspace)[-2:])
+            f.create_dataset("ismrmrd_header", data=ismrmrd_header(enc, recon_size))
         if mask is not None:
             f.create_dataset("mask", data=np.asarray(mask, dtype=np.float32))
         if truth is not None:
@@ -453,8 +516,7 @@ def scan_image_shape(path: str | Path) -> tuple[int, int, int] | None:
     """(channels, H, W) of the images a scan reconstructs to, when the file says."""
     layout = detect_layout(path)
     if layout == "fastmri":
-        h, w = fastmri_info(path).shape
-        return (2, h, w)
+        return (2, *fastmri_info(path).image_size)
     if layout == "ct":
         a = ct_info(path).attrs
         if "img_size" in a:

@@ -52,7 +52,7 @@ def _check_prior_shape(prior: Any, shape: tuple[int, ...], source: Source) -> No
         raise UserError(
             f"the prior serves images of shape {tuple(want)} but this {source.kind} scan "
             f"has images of shape {tuple(shape)}; choose a prior of that size, or a sampler "
-            "without a prior (pinv, tv)"
+            f"without a prior ({', '.join(n for n, e in SAMPLERS.items() if not e.uses_prior)})"
         )
 
 

@@ -129,15 +129,9 @@ def save_figure(
     folder and rename it into place (a killed run leaves no partial figure)."""
     from recon.figures import comparison_figure
 
-    p = io.check_writable(path, force=force)
-    tmp = p.with_name(f".{p.stem}.tmp-{os.getpid()}{p.suffix}")
-    try:
-        comparison_figure(tmp, rows, title=title, captions=captions)
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return p
+    return io.atomic(
+        path, force, lambda tmp: comparison_figure(tmp, rows, title=title, captions=captions)
+    )
 
 
 def save(

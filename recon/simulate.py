@@ -40,7 +40,9 @@ def simulate(
 
     MRI: the image (channel 0) is the real part of a complex image; the file is in fastMRI
     layout with the undersampled k-space, the ``mask`` (one for the volume, as fastMRI's test
-    files) and ``reconstruction_rss`` (the magnitude image) as ground truth.
+    files) and ``reconstruction_rss`` (the magnitude image) as ground truth. An operator with
+    an ``encoded_size`` (readout oversampling) writes k-space on that grid and an
+    ``ismrmrd_header`` whose reconstruction space is the image size, as fastMRI's raw files.
     CT: recon's sinogram layout with ``ground_truth``. Inpainting / super-resolution:
     ``measurements``, per-image ``mask`` (inpainting) and ``ground_truth``.
     """
@@ -60,12 +62,13 @@ def simulate(
     if fully_sampled and name not in ("mri", "mri_multicoil"):
         raise UserError("fully sampled output is for MRI operators only")
     if name in ("mri", "mri_multicoil"):
+        kh, kw = operator.kspace_size
         if fully_sampled:
             operator = operator.model_copy(update={"mask": "given"})
-            physics = O.build(operator, mask=torch.ones(h, w))
+            physics = O.build(operator, mask=torch.ones(kh, kw))
         else:
             physics = O.build(operator)
-        mask2d = physics.mask.reshape(-1, h, w)[0]  # (H, W)
+        mask2d = physics.mask.reshape(-1, kh, kw)[0]  # (H, W) on the k-space grid
         x = torch.zeros(n, 2, h, w)
         x[:, 0] = images[:, 0]
         ys = []
@@ -78,7 +81,7 @@ def simulate(
         truth = images[:, 0].numpy()
         attrs.update(
             acceleration=1.0 if fully_sampled else float(operator.acceleration),
-            num_low_frequency=O.masks.num_low_frequencies(w, operator.center_fraction),
+            num_low_frequency=O.masks.num_low_frequencies(kw, operator.center_fraction),
             max=float(truth.max()),
         )
         if name == "mri_multicoil":
@@ -90,6 +93,7 @@ def simulate(
             truth=truth,
             attrs=attrs,
             force=force,
+            recon_size=(h, w) if (kh, kw) != (h, w) else None,
         )
     if name == "ct":
         physics = O.build(operator)

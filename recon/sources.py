@@ -72,13 +72,6 @@ class Source:
         return (x[0] if x.shape[0] == 1 else x.pow(2).sum(0).sqrt()) * item.scale
 
 
-def _center_crop(x: Tensor, size: tuple[int, int]) -> Tensor:
-    h, w = x.shape[-2:]
-    ch, cw = min(size[0], h), min(size[1], w)
-    top, left = (h - ch) // 2, (w - cw) // 2
-    return x[..., top : top + ch, left : left + cw]
-
-
 def _acs_width(mask: np.ndarray) -> int:
     """Length of the contiguous sampled run through the centre column."""
     w = mask.shape[0]
@@ -112,16 +105,26 @@ class PreparedSlice:
 
 
 def prepare_kspace(
-    k: Tensor, mask: Tensor, num_low: int, *, multicoil: bool, scale: float | None = None
+    k: Tensor,
+    mask: Tensor,
+    num_low: int,
+    *,
+    multicoil: bool,
+    scale: float | None = None,
+    recon_size: tuple[int, int] | None = None,
 ) -> PreparedSlice:
     """The one preparation of a fastMRI slice, for reconstruction and for acquisition.
 
+    Coil maps are estimated on the encoded (k-space) grid; the scale is the peak of the
+    zero-filled image inside the reconstruction window (fastMRI's ``complex_center_crop``).
+
     Args:
-        k: k-space (coils, H, W) complex (coils = 1 single-coil), centred.
+        k: k-space (coils, H, W) complex (coils = 1 single-coil), centred, on the encoded grid.
         mask: sampled columns, (W,) or (H, W), 0/1.
         num_low: width of the fully sampled centre (ACS) the coil maps are estimated from.
         multicoil: estimate coil maps and combine coils with them.
         scale: divide by this instead of the zero-filled image's peak.
+        recon_size: the reconstruction grid (h, w) inside the encoded one; (H, W) when None.
     """
     h, w = k.shape[-2:]
     mask_hw = torch.as_tensor(mask, dtype=torch.float32, device=k.device).expand(h, w).clone()
@@ -134,7 +137,7 @@ def prepare_kspace(
     else:
         zf = O.ifft2c(km[0]).abs()
     if scale is None:
-        scale = float(zf.max()) or 1.0
+        scale = float(O.center_crop(zf, recon_size or (h, w)).max()) or 1.0
     y = torch.stack([km.real, km.imag]) / scale  # (2, coils, H, W)
     return PreparedSlice(y if multicoil else y[:, 0], inputs, scale)
 
@@ -171,8 +174,12 @@ class FastMRISource(Source):
                 "estimate coil maps from"
             )
         acc = float(w / max(float(self.mask.sum()), 1.0))
+        # the unknown is the image on the reconstruction grid, embedded in the encoded one
+        # (readout oversampling: 640 x 368 k-space, 320 x 320 image)
+        self.recon_size = info.image_size
         common = dict(
-            img_size=(h, w),
+            img_size=self.recon_size,
+            encoded_size=(h, w) if self.recon_size != (h, w) else None,
             mask="given",
             sigma_y=sigma_y,
             acceleration=min(max(acc, 2.0), 12.0),
@@ -202,12 +209,18 @@ class FastMRISource(Source):
 
     def item(self, index: int) -> Item:
         k, truth = io.read_fastmri_slice(self.info, index)  # (coils, H, W) complex
-        prep = prepare_kspace(k, self.mask, self.num_low, multicoil=self.info.multicoil)
+        prep = prepare_kspace(
+            k,
+            self.mask,
+            self.num_low,
+            multicoil=self.info.multicoil,
+            recon_size=self.recon_size,
+        )
         return Item(index, prep.y, truth, prep.inputs, prep.scale)
 
     def output(self, x: Tensor, item: Item) -> Tensor:
-        mag = x.pow(2).sum(0).sqrt() * item.scale
-        return _center_crop(mag, self.info.recon_size)
+        """Magnitude image on the reconstruction grid, in the file's units (h, w)."""
+        return x.pow(2).sum(0).sqrt() * item.scale
 
 
 class CTSource(Source):

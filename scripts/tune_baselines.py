@@ -7,6 +7,11 @@ best by mean PSNR is recorded in the set's ``info.json`` under
 ``tuned`` (``recon evaluate`` applies it unless a config or ``--set`` sets it).
 
 Run: .venv/bin/python scripts/tune_baselines.py [--only tv|dds] [--sets NAME ...]
+
+``--default SAMPLER PARAM V1 V2 ...`` chooses one library default instead (nothing is written):
+on the same tuning images of every set it prints PSNR minus the set's baseline (pinv; fbp on
+CT) for each value, and the value with the largest worst-case margin over the sets (a default
+has to beat the baseline everywhere, untuned).
 """
 
 from __future__ import annotations
@@ -34,54 +39,92 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", choices=sorted(SWEEPS), help="tune one sampler, keep the others")
     ap.add_argument("--sets", nargs="*", help="only these sets")
+    ap.add_argument("--default", nargs="+", metavar="ARG", help="SAMPLER PARAM V1 V2 ...")
     args = ap.parse_args()
+    if args.default:
+        sampler, param, *values = args.default
+        choose_default(sampler, param, [float(v) for v in values], args.sets)
+        return
+
+    for name, bench, info, prior, scan in _tuning_scans(args.sets):
+        info_path = bench.path / "info.json"
+        tuned = dict(info.get("tuned", {}))
+        for sampler, (param, values) in SWEEPS.items():
+            if args.only and sampler != args.only:
+                continue
+            scores = {}
+            for v in values:
+                scores[v] = _psnr(scan, {"name": sampler, param: v}, prior)
+            best = max(scores, key=scores.get)
+            tuned[sampler] = {
+                param: best,
+                "tuning_psnr": round(scores[best], 2),
+                "swept": {str(k): round(s, 2) for k, s in scores.items()},
+            }
+            print(
+                f"{name:20s} {sampler:4s} {param}={best:<8g} PSNR {scores[best]:.2f} "
+                f"(swept {', '.join(f'{k:g}: {s:.2f}' for k, s in scores.items())})"
+            )
+        info["tuned"] = tuned
+        info_path.write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _tuning_scans(only: list[str] | None):
+    """(name, set, info, prior config, tuning scan) per set: two phantoms of seed 778 or two
+    held-out digits, simulated with the set's operator (a temporary file per set)."""
     from recon.digits import load_digits
 
     phantoms = random_phantoms(2, 64, seed=778)
     digits = load_digits("test")[0][6:8]  # held out from the evaluated digits (rows 0-5)
     for name, bench in benchmark_sets().items():
-        if args.sets and name not in args.sets:
+        if only and name not in only:
             continue
         is_digits = name.startswith("digits")
-        images = digits if is_digits else phantoms
+        info = json.loads((bench.path / "info.json").read_text())
+        op = validate(O.OPERATORS[info["kind"]][0], info["operator"], source=name)
         prior = (
-            {"kind": "digits_gaussian"} if is_digits else {"kind": "phantom_gaussian", "size": 64}
+            {"kind": "digits_gaussian"}
+            if is_digits
+            else {
+                "kind": "phantom_gaussian",
+                "size": 64,
+                "complex": info["kind"].startswith("mri"),
+            }
         )
-        info_path = bench.path / "info.json"
-        info = json.loads(info_path.read_text())
-        op = validate(O.OPERATORS[info["kind"]][0], info["operator"], source=str(info_path))
-        complex_ = info["kind"].startswith("mri")
-        tuned = dict(info.get("tuned", {}))
         with tempfile.TemporaryDirectory() as tmp:
-            scan = simulate(images, op, Path(tmp) / "tune.h5", seed=778)
-            for sampler, (param, values) in SWEEPS.items():
-                if args.only and sampler != args.only:
-                    continue
-                scores = {}
-                for v in values:
-                    cfg = validate(
-                        RunConfig,
-                        {
-                            "input": str(scan),
-                            "sampler": {"name": sampler, param: v},
-                            "prior": prior if is_digits else {**prior, "complex": complex_},
-                            "schedule": {"name": "karras", "n_steps": 50, "sigma_max": 10.0},
-                        },
-                    )
-                    res = run(cfg)
-                    scores[v] = sum(res.metrics["psnr"]) / len(res.metrics["psnr"])
-                best = max(scores, key=scores.get)
-                tuned[sampler] = {
-                    param: best,
-                    "tuning_psnr": round(scores[best], 2),
-                    "swept": {str(k): round(s, 2) for k, s in scores.items()},
-                }
-                print(
-                    f"{name:20s} {sampler:4s} {param}={best:<8g} PSNR {scores[best]:.2f} "
-                    f"(swept {', '.join(f'{k:g}: {s:.2f}' for k, s in scores.items())})"
-                )
-        info["tuned"] = tuned
-        info_path.write_text(json.dumps(info, indent=2) + "\n")
+            scan = simulate(digits if is_digits else phantoms, op, Path(tmp) / "tune.h5", seed=778)
+            yield name, bench, info, prior, scan
+
+
+def _psnr(scan: Path, sampler: dict, prior: dict) -> float:
+    cfg = validate(
+        RunConfig,
+        {
+            "input": str(scan),
+            "sampler": sampler,
+            "prior": prior,
+            "schedule": {"name": "karras", "n_steps": 50, "sigma_max": 10.0},
+        },
+    )
+    res = run(cfg)
+    return sum(res.metrics["psnr"]) / len(res.metrics["psnr"])
+
+
+def choose_default(sampler: str, param: str, values: list[float], only: list[str] | None) -> None:
+    """Print PSNR - baseline per set and value; the value with the best worst case."""
+    margins: dict[float, list[float]] = {v: [] for v in values}
+    print(f"| set | baseline | {' | '.join(f'{param}={v:g}' for v in values)} |")
+    print("| --- | --- | " + " | ".join("---" for _ in values) + " |")
+    for name, _, _, prior, scan in _tuning_scans(only):
+        base = _psnr(scan, {"name": "fbp" if name.startswith("ct_") else "pinv"}, prior)
+        cells = []
+        for v in values:
+            m = _psnr(scan, {"name": sampler, param: v}, prior) - base
+            margins[v].append(m)
+            cells.append(f"{m:+.2f}")
+        print(f"| {name} | {base:.2f} dB | {' | '.join(cells)} |", flush=True)
+    best = max(values, key=lambda v: min(margins[v]))
+    print(f"\nbest worst-case margin: {param}={best:g} ({min(margins[best]):+.2f} dB)")
 
 
 if __name__ == "__main__":

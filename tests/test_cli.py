@@ -149,3 +149,28 @@ def test_sampler_without_prior_never_resolves_one(tmp_path):
         app, ["reconstruct", str(scan), "-o", str(tmp_path / "o2.h5"), "--prior", "nope"]
     )
     assert r.exit_code != 0 and "nope" in str(r.exception or r.output)
+
+
+def test_evaluate_a_sampler_without_prior_records_none(tmp_path):
+    """Regression: the summary of a no-prior sampler used to read the unresolved prior name."""
+    out = tmp_path / "res"
+    r = runner.invoke(
+        app, ["evaluate", "-b", "phantom_sr_x4", "-o", str(out), "--sampler", "pinv"]
+    )
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["prior"] is None and summary["sampler"] == "pinv"
+    assert len(summary["items"]) == 6
+
+
+def test_train_prior_zero_is_a_value_not_unset(tmp_path):
+    """Regression: --steps 0 / --batch-size 0 used to train the default 5,000 steps."""
+    for flag in ("--steps", "--batch-size", "--threads"):
+        out = tmp_path / flag.strip("-")
+        r = subprocess.run(
+            [sys.executable, "-m", "recon.cli.main", "train-prior", str(out), flag, "0"],
+            capture_output=True,
+            text=True,
+        )
+        assert r.returncode == 2 and "Traceback" not in r.stderr, (flag, r.stderr)
+        assert not out.exists() or not any(out.iterdir())

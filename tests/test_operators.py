@@ -262,3 +262,76 @@ def test_cast_keeps_complex_coil_maps():
     assert p64.coil_maps.dtype == torch.complex128
     assert torch.allclose(p64.coil_maps, p.coil_maps.to(torch.complex128))
     assert p.coil_maps.dtype == torch.complex64  # the original is untouched
+
+
+# -- readout oversampling (fastMRI raw k-space on the encoded grid) ---------------------------
+
+FASTMRI_HEADER = """<?xml version="1.0" encoding="utf-8"?>
+<ismrmrdHeader xmlns="http://www.ismrm.org/ISMRMRD" xmlns:xs="http://www.w3.org/2001/XMLSchema">
+  <studyInformation><studyTime>00:00:00</studyTime></studyInformation>
+  <acquisitionSystemInformation><systemVendor>SIEMENS</systemVendor>
+    <receiverChannels>15</receiverChannels></acquisitionSystemInformation>
+  <encoding>
+    <trajectory>cartesian</trajectory>
+    <encodedSpace><matrixSize><x>640</x><y>372</y><z>1</z></matrixSize>
+      <fieldOfView_mm><x>280</x><y>140</y><z>4.5</z></fieldOfView_mm></encodedSpace>
+    <reconSpace><matrixSize><x>320</x><y>320</y><z>1</z></matrixSize>
+      <fieldOfView_mm><x>140</x><y>140</y><z>3</z></fieldOfView_mm></reconSpace>
+    <encodingLimits><kspace_encoding_step_1><minimum>0</minimum><maximum>371</maximum>
+      <center>186</center></kspace_encoding_step_1></encodingLimits>
+  </encoding>
+</ismrmrdHeader>
+"""
+
+
+def test_ismrmrd_header_gives_encoded_and_recon_grids_as_array_axes():
+    from recon.io import ismrmrd_header, parse_ismrmrd_header
+
+    got = parse_ismrmrd_header(FASTMRI_HEADER.encode() + b"\0\0")
+    assert got == {"encoded": (640, 372), "recon": (320, 320)}
+    assert parse_ismrmrd_header(ismrmrd_header((64, 37), (32, 30))) == {
+        "encoded": (64, 37),
+        "recon": (32, 30),
+    }
+    assert parse_ismrmrd_header(b"<not xml") == {}
+
+
+@pytest.mark.parametrize(
+    "big,small,box",
+    [
+        ((640, 372), (320, 320), (160, 26)),
+        ((641, 373), (320, 320), (160, 26)),
+        ((640, 368), (321, 319), (159, 24)),
+    ],
+)
+def test_center_crop_geometry_is_fastmri_and_pad_is_its_adjoint(big, small, box):
+    assert O.crop_box(big, small) == box
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, *small, generator=g, dtype=torch.float64)
+    y = torch.randn(2, *big, generator=g, dtype=torch.float64)
+    lhs = (O.center_pad(x, big) * y).sum()
+    rhs = (x * O.center_crop(y, small)).sum()
+    assert abs(float(lhs - rhs)) < 1e-10 * float(lhs.abs() + 1)
+    assert torch.equal(O.center_crop(O.center_pad(x, big), small), x)
+    with pytest.raises(ValueError):
+        O.crop_box(small, big)
+
+
+@pytest.mark.parametrize("name", ["mri", "mri_multicoil"])
+@pytest.mark.parametrize("enc,img", [((64, 40), (32, 32)), ((65, 43), (31, 30))])
+def test_oversampled_mri_adjoint_and_full_sampling_round_trip(name, enc, img):
+    kw = dict(img_size=img, encoded_size=enc, acceleration=4, center_fraction=0.2)
+    cfg = O.MRIConfig(**kw) if name == "mri" else O.MultiCoilMRIConfig(**kw, n_coils=4)
+    ph = O.cast(O.build(cfg), torch.float64)
+    assert isinstance(ph, O.Embedded)
+    assert O.adjointness_error(ph, (2, 2, *img), dtype=torch.float64) < 1e-10
+    x = torch.randn(2, 2, *img, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y = ph.A(x)
+    assert y.shape[-2:] == enc and ph.mask.shape[-2:] == enc
+    # fully sampled, single-coil: A^T A = P^T F^H F P = I, so A^T recovers the image exactly
+    if name == "mri":
+        full = O.cast(
+            O.build(cfg.model_copy(update={"mask": "given"}), mask=torch.ones(enc)), torch.float64
+        )
+        assert torch.allclose(full.A_adjoint(full.A(x)), x, atol=1e-10)
+    assert torch.allclose(O.norm_sq(ph, x), torch.ones(2, dtype=torch.float64), atol=5e-3)

@@ -98,7 +98,8 @@ def test_fastmri_layout_round_trip(images, tmp_path):
 
 
 def test_fastmri_file_without_mask_and_header(images, tmp_path):
-    """A fully sampled fastMRI-style file with an ismrmrd header: crop to the recon size."""
+    """A fully sampled fastMRI-style file with an ismrmrd header: the image is reconstructed on
+    the header's reconstruction grid."""
     x = torch.zeros(2, SIZE + 4, SIZE)
     x[:, 2:-2] = images[:2, 0]
     k = torch.fft.fftshift(
@@ -122,8 +123,10 @@ def test_fastmri_file_without_mask_and_header(images, tmp_path):
         RunConfig,
         {"input": str(path), "sampler": {"name": "dds"}, "prior": _prior(True), "operator": op},
     )
-    with pytest.raises(UserError, match="prior serves images of shape"):
-        run(cfg)  # a 16x16 prior for 20x16 k-space
+    # the unknown is the image on the header's 16x16 reconstruction grid inside the 20x16
+    # k-space (Embedded operator): a 16x16 prior serves it, the output is 16x16
+    res = run(cfg)
+    assert res.reconstruction.shape == res.truth.shape == (2, SIZE, SIZE)
     # a sampler without a prior never builds or checks one
     no_prior = cfg.model_copy(update={"sampler": SAMPLERS["pinv"].config()})
     assert run(no_prior).reconstruction.shape == (2, SIZE, SIZE)
@@ -138,13 +141,12 @@ def test_fastmri_file_without_mask_and_header(images, tmp_path):
         update={
             "prior": validate(
                 RunConfig,
-                {"prior": {"kind": "exact", "path": str(prior_path)}, "sampler": {"name": "pinv"}},
+                {"prior": {"kind": "exact", "path": str(prior_path)}, "sampler": {"name": "dds"}},
             ).prior
         }
     )
-    res = run(cfg)
-    assert res.reconstruction.shape == (2, SIZE, SIZE)  # cropped to the header's recon size
-    assert res.truth.shape == (2, SIZE, SIZE)
+    with pytest.raises(UserError, match=r"prior serves images of shape \(2, 20, 16\)"):
+        run(cfg)  # a prior of the k-space grid, not of the reconstruction grid
 
 
 def test_item_result_independent_of_batch_and_of_other_items(images, tmp_path):
@@ -394,3 +396,54 @@ def test_read_images_hdf5_and_png_folder(tmp_path, images):
     assert r.exit_code == 0, r.output
     with pytest.raises(UserError, match=r"no \.png files"):
         read_images(tmp_path)
+
+
+def test_atomic_write_removes_what_a_killed_writer_left(tmp_path):
+    """A temporary file of a dead process is removed by the next write to that path; one of a
+    live process (a concurrent writer) is left alone."""
+    import os
+
+    from recon import io
+
+    dead = tmp_path / ".out.tmp-999999999.h5"
+    dead.write_bytes(b"partial")
+    alive = tmp_path / f".out.tmp-{os.getppid()}.h5"
+    alive.write_bytes(b"writing")
+    io.write_result(tmp_path / "out.h5", reconstruction=np.zeros((1, 2, 2), np.float32))
+    assert not dead.exists() and alive.exists()
+    with h5py.File(tmp_path / "out.h5") as f:
+        assert f["reconstruction"].shape == (1, 2, 2)
+
+
+def test_readout_oversampled_file_reconstructs_on_the_recon_grid(tmp_path, images):
+    """`recon simulate --readout-oversampling 2` writes fastMRI raw layout (k-space 2H x W,
+    ismrmrd_header with a H x W reconstruction space); reconstruct gives (slices, H, W),
+    comparable with reconstruction_rss; fully sampled, pinv recovers the image."""
+    src = tmp_path / "img.h5"
+    with h5py.File(src, "w") as f:
+        f.create_dataset("images", data=images[:2, 0].numpy())
+    for op in ("mri", "mri_multicoil"):
+        scan = tmp_path / f"{op}.h5"
+        args = ["simulate", str(src), "-o", str(scan), "--operator", op, "--coils", "4"]
+        r = runner.invoke(app, [*args, "--readout-oversampling", "2", "--center-fraction", "0.25"])
+        assert r.exit_code == 0, r.output
+        info = fastmri_info(scan)
+        assert info.shape == (2 * SIZE, SIZE) and info.image_size == (SIZE, SIZE)
+        for sampler in ("pinv", "tv"):
+            out = tmp_path / f"{op}-{sampler}.h5"
+            r = runner.invoke(
+                app, ["reconstruct", str(scan), "-o", str(out), "--sampler", sampler]
+            )
+            assert r.exit_code == 0, r.output
+            with h5py.File(out) as f, h5py.File(scan) as s:
+                assert (
+                    f["reconstruction"].shape == s["reconstruction_rss"].shape == (2, SIZE, SIZE)
+                )
+    full = tmp_path / "full.h5"
+    args = ["simulate", str(src), "-o", str(full), "--operator", "mri", "--mask", "full"]
+    r = runner.invoke(app, [*args, "--readout-oversampling", "2", "--sigma-y", "0"])
+    assert r.exit_code == 0, r.output
+    with h5py.File(full, "a") as f:
+        f.create_dataset("mask", data=np.ones(SIZE, np.float32))
+    res = run(_cfg(input=str(full), sampler={"name": "pinv"}))
+    assert torch.allclose(res.reconstruction.float(), images[:2, 0], atol=1e-4)

@@ -276,6 +276,41 @@ def test_dds_inpainting_with_independent_prior_is_exact_on_the_mean(gen):
     assert float((s.mean(0)[~m] - mean[~m]).abs().max()) < 5 * se
 
 
+def test_operator_norm_is_per_row_and_dps_step_is_invariant_to_units(gauss8, gen):
+    """``norm_sq`` matches the largest squared singular value, row by row; with
+    ``normalize`` (the default) DPS gives the same samples for (c A, c y) as for (A, y)."""
+    prior, a = gauss8
+    c = torch.tensor([1.0, 2.0], dtype=F64)[:, None]  # row b's operator is c_b A
+    both = O.from_functions(
+        lambda v: c * (v @ a.T), lambda w: (c * w) @ a, img_size=(a.shape[1],), dtype=F64
+    )
+    x = torch.zeros(2, a.shape[1], dtype=F64)
+    got = O.norm_sq(both, x)
+    top = torch.linalg.matrix_norm(a, ord=2) ** 2
+    want = torch.stack([top, 4 * top])
+    assert torch.allclose(got, want, rtol=1e-3), (got, want)
+    assert torch.allclose(O.norm_sq(O.from_matrix(a), x[:1]), got[:1])
+    physics = O.from_matrix(a, sigma_y=0.05)
+    y = physics.A(prior.sample(3, generator=gen))
+    sig = karras(20, sigma_max=20.0).to(F64)
+    run = [
+        sample_dps(
+            prior, c * y, O.from_matrix(c * a), sig, generator=torch.Generator().manual_seed(5)
+        )
+        for c in (1.0, 37.0)
+    ]
+    assert torch.allclose(run[0], run[1], atol=1e-8)
+    paper = sample_dps(
+        prior,
+        37 * y,
+        O.from_matrix(37 * a),
+        sig,
+        generator=torch.Generator().manual_seed(5),
+        normalize=False,
+    )
+    assert not torch.allclose(paper, run[0], atol=1e-3)
+
+
 def test_dps_moves_toward_data_and_mean_error_shrinks_with_steps(gauss8, gen):
     prior, a = gauss8
     physics = O.from_matrix(a, sigma_y=0.05)
@@ -296,6 +331,7 @@ def test_dps_moves_toward_data_and_mean_error_shrinks_with_steps(gauss8, gen):
             generator=torch.Generator().manual_seed(4),
             zeta=0.1,
             vp_scale=None,
+            normalize=False,
         )
         errs.append(_rel(s.mean(0), post.mean[0]))
         resids.append(float((physics.A(s) - ys).norm(dim=1).mean()))

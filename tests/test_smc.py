@@ -179,6 +179,7 @@ def test_tds_sw_falls_with_particles_and_beats_dps():
             prob.physics,
             sig,
             zeta=0.2,
+            normalize=False,
             vp_scale=1.0,
             generator=torch.Generator().manual_seed(1),
         )
@@ -420,6 +421,7 @@ def test_smc_sw_falls_with_particles_and_beats_dps(name):
             prob.physics,
             sig,
             zeta=0.2,
+            normalize=False,
             vp_scale=1.0,
             generator=torch.Generator().manual_seed(1),
         )
@@ -455,7 +457,16 @@ def test_smc_draws_within_twice_the_exact_floor(name):
         post = prob.posterior
         exact_score = GaussianMixturePrior(post.weights[0], post.means[0], post.covs)
         for key, den, zeta in (("exact-score", exact_score, 0.0), ("dps", prob.prior, 0.2)):
-            s = sample_dps(den, ys, prob.physics, sig, zeta=zeta, vp_scale=1.0, generator=gen0())
+            s = sample_dps(
+                den,
+                ys,
+                prob.physics,
+                sig,
+                zeta=zeta,
+                vp_scale=1.0,
+                normalize=False,
+                generator=gen0(),
+            )
             res[key].append(sw(s))
         s = SAMPLERS[name].fn(prob.prior, ys, prob.physics, sig, n_particles=64, generator=gen0())
         res["smc"].append(sw(s))

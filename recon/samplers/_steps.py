@@ -17,6 +17,7 @@ rows share the batch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
@@ -27,7 +28,7 @@ import torch
 from torch import Tensor
 
 from recon.linalg import batch_dot, batch_norm, bview, conjugate_gradient
-from recon.operators import noise_sigma
+from recon.operators import noise_sigma, norm_sq
 from recon.priors.base import Denoiser
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
@@ -200,11 +201,31 @@ def initial_state(
     return sigma_max * randn(streams, like.shape[1:], like)
 
 
-def guidance_step(zeta: float, vp_scale: float | None, sigma: float) -> float:
-    """DPS's step size at level ``sigma``: ``zeta (1 + (sigma / vp_scale)^2)`` (the VP
-    weighting, see :mod:`recon.samplers.dps`) or the constant ``zeta`` when ``vp_scale`` is
-    None."""
-    return zeta * (1.0 + (sigma / vp_scale) ** 2) if vp_scale is not None else zeta
+def guidance_step(
+    zeta: float,
+    vp_scale: float | None,
+    sigma: float,
+    sigma_next: float,
+    physics: dinv.physics.Physics,
+    x: Tensor,
+    normalize: bool,
+) -> Tensor:
+    """DPS's per-row step size from ``sigma`` to ``sigma_next``, shaped to broadcast on x.
+
+    ``zeta sqrt(w(sigma) w(sigma_next))`` with ``w(s) = 1 + (s / vp_scale)^2`` (the VP
+    weighting, ``1 / sqrt(ab_t ab_{t-1})``, see :mod:`recon.samplers.dps`), or the constant
+    ``zeta`` when ``vp_scale`` is None; divided by the row's ``||A||`` (the square root of
+    :func:`recon.operators.norm_sq`) when ``normalize``: the gradient of the un-squared
+    ``||y - A x0||`` scales with ``||A||``, so the step is then invariant to the units of y
+    (``A, y -> c A, c y`` gives the same samples).
+    """
+    step = zeta
+    if vp_scale is not None:
+        step *= math.sqrt((1.0 + (sigma / vp_scale) ** 2) * (1.0 + (sigma_next / vp_scale) ** 2))
+    scale = torch.full((x.shape[0],), step, dtype=x.dtype, device=x.device)
+    if normalize:
+        scale = scale / norm_sq(physics, x).to(x.dtype).sqrt()
+    return bview(scale, x)
 
 
 class Start(NamedTuple):

@@ -16,8 +16,8 @@ with any denoiser. Per step, in the VE sigma form, with the score
    every network call (``1 + 2 n_probes`` forwards with a graph per step: O(1) in the image
    size);
 3. the DDIM(eta)/ancestral step, then ``x <- x + zeta_i grad L`` with DPS's step rule
-   (``zeta_i = zeta (1 + (sigma_i / vp_scale)^2)``, see :mod:`recon.samplers.dps`): the data
-   term is DPS's un-squared per-sample norm, the new term pushes towards lower curvature.
+   (``zeta sqrt(w(sigma_i) w(sigma_{i+1})) / ||A||^2``, see :mod:`recon.samplers.dps`): the
+   data term is DPS's un-squared per-sample norm.
 
 Probe noise comes from a per-row stream derived from (not drawn from) the row's stream, so the
 ancestral noise equals DPS's for the same generator. For a Gaussian prior ``T`` is constant in
@@ -39,7 +39,10 @@ from recon.priors.base import Denoiser
 
 from ._registry import Sampler
 from ._steps import Callback, Generators, StepInfo, ddim_step, denoise, guidance_step, randn, start
-from .dps import DDIMEta, VPScale, Zeta
+from .dps import SAMPLERS as _DPS_ENTRY
+from .dps import DDIMEta, Normalize, VPScale, Zeta
+
+_DPS = _DPS_ENTRY[0].defaults()  # STSL's step defaults are DPS's
 
 
 def hutchinson_laplacian(
@@ -92,8 +95,9 @@ def sample_stsl(
     generator: Generators = None,
     callback: Callback = None,
     sigma_y: float | None = None,
-    zeta: Zeta = 0.5,
-    vp_scale: VPScale = 0.5,
+    zeta: Zeta = _DPS["zeta"],
+    vp_scale: VPScale = _DPS["vp_scale"],
+    normalize: Normalize = _DPS["normalize"],
     gamma: Annotated[float, Field(ge=0.0, description="weight of the Hessian-trace term")] = 0.02,
     n_probes: Annotated[int, Field(ge=1, description="Hutchinson probes per step")] = 1,
     probe_scale: Annotated[
@@ -119,7 +123,7 @@ def sample_stsl(
                 (grad,) = torch.autograd.grad(loss.sum(), xg)
             noise = randn(streams, x.shape[1:], x) if (eta > 0 and s_next > 0) else None
             x_new = ddim_step(x, x0.detach(), s, s_next, noise, eta=eta)
-            x = x_new + guidance_step(zeta, vp_scale, s) * grad
+            x = x_new + guidance_step(zeta, vp_scale, s, s_next, physics, x, normalize) * grad
             if callback is not None:
                 callback(StepInfo(i, s, x, x0.detach()))
         return x
