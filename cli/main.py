@@ -566,7 +566,7 @@ def main() -> None:
     """Console entry point: user and usage errors become one line on stderr and exit code 2;
     an interrupt (Ctrl-C) exits 130, never 0."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except (UserError, FileNotFoundError) as exc:
         typer.echo(f"recon: error: {exc}", err=True)
         sys.exit(2)
@@ -583,6 +583,12 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    # typer turns Ctrl-C inside a command into Exit(130) and, with standalone_mode=False,
+    # returns that code instead of exiting with it
+    if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+        if code == 130:
+            typer.echo("recon: interrupted", err=True)
+        sys.exit(code)
 
 
 if __name__ == "__main__":

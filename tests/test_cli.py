@@ -174,3 +174,27 @@ def test_train_prior_zero_is_a_value_not_unset(tmp_path):
         )
         assert r.returncode == 2 and "Traceback" not in r.stderr, (flag, r.stderr)
         assert not out.exists() or not any(out.iterdir())
+
+
+def test_ctrl_c_inside_a_command_exits_130_not_0(tmp_path, monkeypatch, capsys):
+    """Regression: typer turns a KeyboardInterrupt inside a command into a *returned* 130 under
+    standalone_mode=False, which main() ignored (exit 0, nothing written, no message)."""
+    import pytest
+
+    import recon.pipeline
+    from recon.cli.main import main
+
+    scan = tmp_path / "scan.h5"
+    r = runner.invoke(app, ["simulate", "phantoms:1:16", "-o", str(scan), "--operator", "mri"])
+    assert r.exit_code == 0, r.output
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(recon.pipeline, "run", interrupted)
+    out = tmp_path / "out.h5"
+    monkeypatch.setattr(sys, "argv", ["recon", "reconstruct", str(scan), "-o", str(out)])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    assert exc.value.code == 130
+    assert "interrupted" in capsys.readouterr().err and not out.exists()
