@@ -22,7 +22,9 @@ app = typer.Typer(
         "Reconstruct images from incomplete, noisy measurements (MRI k-space, CT sinograms, "
         "masked or low-resolution images) with diffusion priors, and get posterior samples "
         "with uncertainty. Everything runs offline on CPU or GPU.\n\n"
-        "Start with `recon demo`; `recon list samplers` shows what is available."
+        "Start with `recon demo`; `recon list samplers` shows what is available. Exit codes: "
+        "0 done, 2 bad input or usage (one line naming the file and field), 130 interrupted, "
+        "1 internal error (add --debug anywhere for its traceback)."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -230,9 +232,12 @@ def simulate(
 
         try:
             _, n, size = images.split(":")
-            imgs = random_phantoms(int(n), int(size), seed=seed + 12345)
+            n, size = int(n), int(size)
         except ValueError:
             raise UserError(f"{images!r}: use phantoms:N:SIZE, e.g. phantoms:4:64") from None
+        if n < 1 or size < 8:
+            raise UserError(f"{images!r}: need N >= 1 phantoms of SIZE >= 8 pixels")
+        imgs = random_phantoms(n, size, seed=seed + 12345)
     else:
         imgs = read_images(images)
     _, c, h, w = imgs.shape
@@ -564,7 +569,11 @@ def demo(
 
 def main() -> None:
     """Console entry point: user and usage errors become one line on stderr and exit code 2;
-    an interrupt (Ctrl-C) exits 130, never 0."""
+    an interrupt (Ctrl-C) exits 130, never 0; anything else (a bug) exits 1 with one line, and
+    with the traceback under ``--debug`` (anywhere on the command line)."""
+    debug = "--debug" in sys.argv[1:]
+    if debug:
+        sys.argv = [a for a in sys.argv if a != "--debug"]
     try:
         code = app(standalone_mode=False)
     except (UserError, FileNotFoundError) as exc:
@@ -582,7 +591,14 @@ def main() -> None:
         ):
             exc.show()
             sys.exit(exc.exit_code)
-        raise
+        if debug:
+            raise
+        typer.echo(
+            f"recon: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
+            "traceback, and please report it)",
+            err=True,
+        )
+        sys.exit(1)
     # typer turns Ctrl-C inside a command into Exit(130) and, with standalone_mode=False,
     # returns that code instead of exiting with it
     if isinstance(code, int) and not isinstance(code, bool) and code != 0:

@@ -257,6 +257,18 @@ def _atomic_save(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str
     os.replace(tmp, path)
 
 
+def _checkpoint_state(ckpt: Path, meta_path: Path) -> dict[str, Any] | None:
+    """The state (config, step, wall_s, losses) stored inside ``checkpoint.safetensors``; the
+    separate ``checkpoint.json`` only for checkpoints written before the state moved inside."""
+    from safetensors import safe_open
+
+    with safe_open(str(ckpt), "pt") as fh:
+        md = fh.metadata() or {}
+    if "state" in md:
+        return json.loads(md["state"])
+    return json.loads(meta_path.read_text()) if meta_path.is_file() else None
+
+
 def _atomic_json(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
@@ -373,8 +385,8 @@ def train_prior(
         net.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay
     )
     step, wall, losses = 0, 0.0, []
-    if resume and ckpt.is_file() and meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
+    meta = _checkpoint_state(ckpt, meta_path) if resume and ckpt.is_file() else None
+    if meta is not None:
         old = TrainConfig.model_validate(meta["config"])
         if old.model_copy(update={"steps": cfg.steps}) != cfg:
             raise ValueError(
@@ -396,16 +408,13 @@ def train_prior(
         tensors = {f"net.{k}": v for k, v in net.state_dict().items()}
         tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
         tensors |= _opt_tensors(opt)
-        _atomic_save(tensors, ckpt, {"format": "recon-train-checkpoint"})
-        _atomic_json(
-            {
-                "config": cfg.model_dump(mode="json"),
-                "step": step,
-                "wall_s": wall,
-                "losses": losses,
-            },
-            meta_path,
+        state = {"config": cfg.model_dump(mode="json"), "step": step, "wall_s": wall}
+        state["losses"] = losses
+        # one atomic unit: the step counter and config travel inside the weights file
+        _atomic_save(
+            tensors, ckpt, {"format": "recon-train-checkpoint", "state": json.dumps(state)}
         )
+        _atomic_json(state, meta_path)  # a readable copy; resuming reads the checkpoint's own
         return export(out, cfg, ema, step=step, wall_s=wall, losses=losses, n_params=n_params)
 
     t_call = time.perf_counter()

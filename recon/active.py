@@ -445,6 +445,8 @@ def acquire_file(
         raise UserError(f"{scan}: slices {bad} out of range (the file has {info.n_slices})")
     recs, stds, masks, orders, ents, truths = [], [], [], [], [], []
     t0 = time.perf_counter()
+    if on_slice is not None:
+        on_slice(0, len(idx))
     for done, i in enumerate(idx):
         k, truth = io.read_fastmri_slice(info, i)
         g = row_generator(seed, i, 0, device)

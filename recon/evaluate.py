@@ -2,7 +2,8 @@
 figure; resumable (a rerun skips the items already done with the same config).
 
 Output folder:
-    ``config.json``    the run config and its hash (a rerun with another config is refused)
+    ``config.json``    the run config and its hash (a rerun with another config is refused
+                       once the folder holds a finished item of this one)
     ``items.csv``      one row per item: index, psnr, ssim, nmse, seconds, nfe
     ``items/NNNN.npz`` reconstruction, std, input (A^+ y) and truth of each item
     ``results.json``   per-item rows, mean +- std, the metric convention, config, versions
@@ -12,16 +13,21 @@ Output folder:
 Metrics: MRI sets use the ``fastmri`` convention (per slice: data range = the volume's max,
 SSIM 7x7 uniform; the summary adds the per-volume fastMRI numbers); other sets the ``image``
 convention (per image, data range 1, SSIM 11x11 Gaussian).
+
+Every file is written atomically; a killed run's torn CSV row or truncated ``.npz`` is
+recomputed on the rerun; one ``evaluate`` at a time per folder (a lock on ``.lock``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
+import io as io_text
 import json
-import os
 import time
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +72,7 @@ def _truth_volume_max(scan: Path) -> float | None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    io.atomic(path, True, lambda tmp: tmp.write_text(text))
 
 
 def evaluate(
@@ -91,16 +95,117 @@ def evaluate(
         cfg = resolve_prior(cfg, io.scan_image_shape(bench.scan))
     (out / "items").mkdir(exist_ok=True)
     cfg = cfg.model_copy(update={"input": str(bench.scan), "output": None, "figure": None})
+    with _locked(out):
+        done = _claim(out, cfg, bench)
+        info_n = _n_items(bench)
+        vmax = _truth_volume_max(bench.scan)
+        mri = bench.kind.startswith("mri")
+        prior = cfg.prior.build(device=cfg.device) if entry.uses_prior else None
+        for i in range(info_n):
+            if i in done:
+                if on_item is not None:
+                    on_item(i, info_n, None)
+                continue
+            t = time.perf_counter()
+            res = run(cfg.model_copy(update={"items": [i]}), prior=prior)
+            secs = time.perf_counter() - t
+            if res.truth is None:
+                raise UserError(f"{bench.scan}: has no ground truth to evaluate against")
+            row = _item_metrics(res, mri=mri, vmax=vmax)
+            row.update(index=i, seconds=secs, nfe=res.nfe_per_sample)
+            arrays = {
+                "reconstruction": res.reconstruction[0].numpy(),
+                "std": res.std[0].numpy(),
+                "input": res.inputs[0].numpy(),
+                "truth": res.truth[0].numpy(),
+            }
+            io.atomic(
+                out / "items" / f"{i:04d}.npz", True, lambda tmp, a=arrays: np.savez(tmp, **a)
+            )
+            done[i] = {k: float(row[k]) for k in FIELDS}
+            _write_csv(out / "items.csv", done)
+            if on_item is not None:
+                on_item(i, info_n, done[i])
+        return _summarize(bench, cfg, out, done, mri=mri)
+
+
+NPZ_KEYS = ("reconstruction", "std", "input", "truth")
+
+
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """An exclusive lock on the results folder: a second ``evaluate`` into the same folder
+    stops with one line instead of writing every row twice."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    with (out / ".lock").open("a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"{out}: another `recon evaluate` is writing to this folder; wait for it or "
+                "choose another --output"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _finished(out: Path) -> dict[int, dict[str, float]]:
+    """Rows of ``items.csv`` whose values parse and whose ``.npz`` loads; a torn row or a
+    truncated file (a killed run) is dropped, so that item is computed again."""
+    done: dict[int, dict[str, float]] = {}
+    csv_path = out / "items.csv"
+    if not csv_path.exists():
+        return done
+    with csv_path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                i = int(row["index"])
+                values = {k: float(row[k]) for k in FIELDS}
+                with np.load(out / "items" / f"{i:04d}.npz") as a:
+                    for key in NPZ_KEYS:
+                        a[key]
+            except (ValueError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile):
+                continue
+            done[i] = values
+    return done
+
+
+def _write_csv(path: Path, done: dict[int, dict[str, float]]) -> None:
+    """Rewrite ``items.csv`` atomically, rows sorted by index (never a torn row)."""
+    buf = io_text.StringIO()
+    w = csv.DictWriter(buf, fieldnames=FIELDS)
+    w.writeheader()
+    for i in sorted(done):
+        w.writerow({k: (i if k == "index" else done[i][k]) for k in FIELDS})
+    _write_atomic(path, buf.getvalue())
+
+
+def _claim(out: Path, cfg: RunConfig, bench: BenchmarkSet) -> dict[int, dict[str, float]]:
+    """The finished items of this config in ``out``; the folder is claimed for this config
+    (``config.json``) when it holds no finished item of another one."""
     h = _hash(cfg)
     cfg_path = out / "config.json"
+    done = _finished(out)
     if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
-        if old.get("hash") != h:
+        try:
+            old = json.loads(cfg_path.read_text()).get("hash")
+        except (ValueError, AttributeError):
+            old = None
+        if old != h and done:
             raise UserError(
-                f"{out}: holds results of another config (hash {old.get('hash')}); "
+                f"{out}: holds {len(done)} finished item(s) of another config (hash {old}); "
                 "choose another --output folder"
             )
-    else:
+        if old != h:  # a run of another config that finished nothing: start over here
+            done = {}
+            (out / "items.csv").unlink(missing_ok=True)
+    if not cfg_path.exists() or json.loads(cfg_path.read_text()).get("hash") != h:
         _write_atomic(
             cfg_path,
             json.dumps(
@@ -108,46 +213,8 @@ def evaluate(
                 indent=2,
             ),
         )
-    csv_path = out / "items.csv"
-    done: dict[int, dict[str, float]] = {}
-    if csv_path.exists():
-        with csv_path.open() as f:
-            for row in csv.DictReader(f):
-                if (out / "items" / f"{int(row['index']):04d}.npz").exists():
-                    done[int(row["index"])] = {k: float(row[k]) for k in FIELDS}
-    info_n = _n_items(bench)
-    vmax = _truth_volume_max(bench.scan)
-    mri = bench.kind.startswith("mri")
-    prior = cfg.prior.build(device=cfg.device) if entry.uses_prior else None
-    for i in range(info_n):
-        if i in done:
-            if on_item is not None:
-                on_item(i, info_n, None)
-            continue
-        t = time.perf_counter()
-        res = run(cfg.model_copy(update={"items": [i]}), prior=prior)
-        secs = time.perf_counter() - t
-        if res.truth is None:
-            raise UserError(f"{bench.scan}: has no ground truth to evaluate against")
-        row = _item_metrics(res, mri=mri, vmax=vmax)
-        row.update(index=i, seconds=secs, nfe=res.nfe_per_sample)
-        np.savez(
-            out / "items" / f"{i:04d}.npz",
-            reconstruction=res.reconstruction[0].numpy(),
-            std=res.std[0].numpy(),
-            input=res.inputs[0].numpy(),
-            truth=res.truth[0].numpy(),
-        )
-        new = not csv_path.exists()
-        with csv_path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=FIELDS)
-            if new:
-                w.writeheader()
-            w.writerow({k: row[k] for k in FIELDS})
-        done[i] = {k: float(row[k]) for k in FIELDS}
-        if on_item is not None:
-            on_item(i, info_n, done[i])
-    return _summarize(bench, cfg, out, done, mri=mri)
+    _write_csv(out / "items.csv", done)  # drops a torn row of a killed run
+    return done
 
 
 def apply_tuned(bench: BenchmarkSet, cfg: RunConfig) -> RunConfig:

@@ -209,7 +209,12 @@ def _dataset(f: h5py.File, name: str, path: Path, expected: str) -> h5py.Dataset
     if name not in f:
         have = ", ".join(sorted(f.keys())) or "none"
         raise ReconIOError(f"{path}: no dataset {name!r} ({expected}); datasets present: {have}")
-    return f[name]
+    obj = f[name]
+    if not isinstance(obj, h5py.Dataset):
+        raise ReconIOError(f"{path}: {name!r} is a group, not a dataset ({expected})")
+    if obj.shape is None or 0 in obj.shape:
+        raise ReconIOError(f"{path}: dataset {name!r} is empty, shape {obj.shape} ({expected})")
+    return obj
 
 
 @dataclass
@@ -274,8 +279,16 @@ def ismrmrd_header(encoded: tuple[int, int], recon: tuple[int, int]) -> bytes:
 def _recon_size(f: h5py.File, default: tuple[int, int]) -> tuple[int, int]:
     if "ismrmrd_header" not in f:
         return default
-    header = parse_ismrmrd_header(bytes(np.asarray(f["ismrmrd_header"][()]).tobytes()))
-    return header.get("recon", default)
+    path = Path(f.filename)
+    raw = _dataset(f, "ismrmrd_header", path, "ISMRMRD XML")[()]
+    header = parse_ismrmrd_header(bytes(np.asarray(raw).tobytes()))
+    size = header.get("recon", default)
+    if min(size) < 1:
+        raise ReconIOError(
+            f"{path}: 'ismrmrd_header' gives a reconstruction matrix of {size[0]} x {size[1]}; "
+            "both sizes must be positive (fix reconSpace/matrixSize)"
+        )
+    return size
 
 
 def fastmri_info(path: str | Path | h5py.File) -> FastMRIInfo:
@@ -293,14 +306,25 @@ def fastmri_info(path: str | Path | h5py.File) -> FastMRIInfo:
         h, w = ks.shape[-2:]
         mask = None
         if "mask" in f:
-            mask = np.asarray(f["mask"][()], dtype=np.float32).reshape(-1)
+            mask = np.asarray(_dataset(f, "mask", p, "(W,) 0/1")[()], dtype=np.float32)
+            mask = mask.reshape(-1)
             if mask.shape[0] != w:
                 raise ReconIOError(
                     f"{p}: 'mask' has {mask.shape[0]} entries but the k-space width is {w}; "
                     "the mask must have one entry per phase-encode column"
                 )
+            if not np.isin(mask, (0.0, 1.0)).all():
+                bad = mask[~np.isin(mask, (0.0, 1.0))]
+                raise ReconIOError(
+                    f"{p}: 'mask' must hold 0 (not measured) or 1 (measured) per column; it has "
+                    f"{bad.size} other values (e.g. {bad[0]:g})"
+                )
+            if not mask.any():
+                raise ReconIOError(f"{p}: 'mask' is all zero: no column was measured")
         truth = next((k for k in ("reconstruction_rss", "reconstruction_esc") if k in f), None)
         attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+        if truth:
+            _dataset(f, truth, p, "ground truth (slices, h, w)")
         default = tuple(f[truth].shape[-2:]) if truth else (h, w)
         return FastMRIInfo(
             path=p,
@@ -352,7 +376,7 @@ def ct_info(path: str | Path | h5py.File) -> CTInfo:
     """Inspect a CT sinogram file (a path or an open file)."""
     with _opened(path) as (f, p):
         if "sinogram" in f:
-            ds, key = f["sinogram"], "sinogram"
+            ds, key = _dataset(f, "sinogram", p, "(slices, n_detectors, n_angles)"), "sinogram"
             if ds.ndim != 3:
                 raise ReconIOError(
                     f"{p}: 'sinogram' has shape {ds.shape}; expected "
@@ -360,7 +384,7 @@ def ct_info(path: str | Path | h5py.File) -> CTInfo:
                 )
             n_det, n_ang = ds.shape[1:]
         elif "data" in f:
-            ds, key = f["data"], "data"
+            ds, key = _dataset(f, "data", p, "(slices, n_angles, n_detectors)"), "data"
             if ds.ndim != 3:
                 raise ReconIOError(
                     f"{p}: 'data' has shape {ds.shape}; expected (slices, n_angles, n_detectors)"

@@ -112,6 +112,8 @@ def run(
 
     rows = [(i, k) for i in indices for k in range(cfg.n_samples)]
     draws: dict[int, list[Tensor]] = {i: [] for i in indices}
+    if on_rows is not None:  # inputs are checked: start the clock of the progress bar
+        on_rows(0, len(rows))
     for start in range(0, len(rows), cfg.batch_size):
         chunk = rows[start : start + cfg.batch_size]
         for i, _ in chunk:

@@ -198,3 +198,24 @@ def test_ctrl_c_inside_a_command_exits_130_not_0(tmp_path, monkeypatch, capsys):
         main()
     assert exc.value.code == 130
     assert "interrupted" in capsys.readouterr().err and not out.exists()
+
+
+def test_internal_error_is_one_line_exit_1_and_traceback_only_with_debug(tmp_path, monkeypatch):
+    import pytest
+
+    import recon.pipeline
+    from recon.cli.main import main
+
+    def bug(*args, **kwargs):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(recon.pipeline, "run", bug)
+    for argv, expect in (
+        (["x.h5", "-o", "o.h5"], SystemExit),
+        (["x.h5", "-o", "o.h5", "--debug"], ZeroDivisionError),
+    ):
+        monkeypatch.setattr(sys, "argv", ["recon", "reconstruct", *argv])
+        with pytest.raises(expect) as exc:
+            main()
+        if expect is SystemExit:
+            assert exc.value.code == 1

@@ -209,6 +209,33 @@ def test_cli_reconstruct_simulate_evaluate(tmp_path):
     assert r.exit_code == 0, r.output
     after = json.loads((res / "results.json").read_text())
     assert after["psnr"]["mean"] == pytest.approx(before["psnr"]["mean"], abs=1e-9)
+    # a killed run: a torn last CSV row and a truncated .npz are recomputed, not fatal
+    with (res / "items.csv").open("a") as f:
+        f.write("1,12.3")
+    npz = res / "items" / "0000.npz"
+    npz.write_bytes(npz.read_bytes()[:100])
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    again = json.loads((res / "results.json").read_text())
+    assert again["psnr"]["mean"] == pytest.approx(before["psnr"]["mean"], abs=1e-9)
+    assert len((res / "items.csv").read_text().splitlines()) == 3
+    # one evaluate per folder at a time
+    import fcntl
+
+    with (res / ".lock").open("a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        r = runner.invoke(app, args)
+        assert r.exit_code != 0 and "another `recon evaluate`" in str(r.exception)
+    # a folder whose run of another config finished nothing is taken over, not refused
+    fresh = tmp_path / "eval2"
+    fresh.mkdir()
+    (fresh / "config.json").write_text(json.dumps({"hash": "another"}))
+    fargs = ["evaluate", "-b", str(bench), "-o", str(fresh), "-c", str(cfgfile)]
+    r = runner.invoke(app, [*fargs, "--sampler", "fbp"])
+    assert r.exit_code == 0, r.output
+    fargs = ["evaluate", "-b", str(bench), "-o", str(fresh), "-c", str(cfgfile)]
+    r = runner.invoke(app, [*fargs, "--sampler", "pinv"])
+    assert r.exit_code != 0 and "another config" in str(r.exception)
 
 
 def _cli(*args):
