@@ -8,6 +8,7 @@ traceback.
 from __future__ import annotations
 
 import sys
+import time
 from enum import Enum
 from pathlib import Path
 
@@ -67,16 +68,23 @@ def list_cmd(
 
 
 class _LazyBar:
-    """A tqdm bar created at the first update, so input errors print nothing but themselves."""
+    """A tqdm bar shown from the first finished unit, so an error in the first unit prints
+    nothing but itself; its clock starts at the ``(0, total)`` call (the start of the work), so
+    the first rate is not that of a zero-length interval."""
 
     def __init__(self, desc: str, unit: str) -> None:
-        self.desc, self.unit, self.bar = desc, unit, None
+        self.desc, self.unit, self.bar, self.t0 = desc, unit, None, None
 
     def __call__(self, done: int, total: int) -> None:
+        if self.t0 is None:
+            self.t0 = time.time()
+        if done == 0 and self.bar is None:
+            return
         if self.bar is None:
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, leave=False)
+            self.bar.start_t = self.bar.last_print_t = self.t0
         self.bar.n = done
         self.bar.refresh()
 
@@ -179,8 +187,9 @@ class OperatorName(str, Enum):
 def simulate(
     images: str = typer.Argument(
         ...,
-        help="HDF5 with 'images' (N,[C,]H,W) in [0,1], a PNG "
-        "folder, or phantoms:N:SIZE for recon's random phantoms.",
+        help="HDF5 with 'images' (N,[C,]H,W) in [0,1], a PNG folder, a DICOM series (folder, "
+        "DICOMDIR or .dcm; normalised to [0,1] per volume), a NIfTI volume (.nii, .nii.gz), "
+        "or phantoms:N:SIZE for recon's random phantoms.",
     ),
     output: Path = typer.Option(..., "--output", "-o", help="Scan file to write."),
     operator: OperatorName = typer.Option(..., "--operator", help="Forward operator."),
@@ -222,7 +231,7 @@ def simulate(
     (fastMRI layout for MRI, recon's sinogram layout for CT)."""
     from recon import operators as O
     from recon.config import validate
-    from recon.io import read_images
+    from recon.io import read_image_stack
     from recon.results import check_outputs
     from recon.simulate import simulate as run_simulate
 
@@ -238,8 +247,9 @@ def simulate(
         if n < 1 or size < 8:
             raise UserError(f"{images!r}: need N >= 1 phantoms of SIZE >= 8 pixels")
         imgs = random_phantoms(n, size, seed=seed + 12345)
+        source = {"format": "phantoms", "n": n, "size": size, "seed": seed + 12345}
     else:
-        imgs = read_images(images)
+        imgs, source = read_image_stack(images)
     _, c, h, w = imgs.shape
     name = operator.value
     base: dict = {"name": name, "sigma_y": sigma_y}
@@ -269,7 +279,9 @@ def simulate(
         raise UserError(
             "--readout-oversampling and --encoded-width are for --operator mri or mri_multicoil"
         )
-    path = run_simulate(imgs, cfg, output, seed=seed, force=force, fully_sampled=mask == "full")
+    path = run_simulate(
+        imgs, cfg, output, seed=seed, force=force, fully_sampled=mask == "full", source=source
+    )
     typer.echo(f"wrote {path} ({imgs.shape[0]} items, operator {name})")
 
 

@@ -217,6 +217,30 @@ def _dataset(f: h5py.File, name: str, path: Path, expected: str) -> h5py.Dataset
     return obj
 
 
+def real_array(f: h5py.File, name: str, expected: str) -> np.ndarray:
+    """Dataset ``name`` as float32, refused unless it holds real numbers (not complex, not
+    strings) and is finite."""
+    path = Path(f.filename)
+    ds = _dataset(f, name, path, expected)
+    if ds.dtype.kind not in "fiub":
+        raise ReconIOError(
+            f"{path}: dataset {name!r} has dtype {ds.dtype}; expected real numbers ({expected})"
+        )
+    a = np.asarray(ds[()], dtype=np.float32)
+    if not np.isfinite(a).all():
+        raise ReconIOError(f"{path}: dataset {name!r} has NaN/Inf values ({expected})")
+    return a
+
+
+def _real_dataset(f: h5py.File, name: str, path: Path, expected: str) -> h5py.Dataset:
+    ds = _dataset(f, name, path, expected)
+    if ds.dtype.kind not in "fiub":
+        raise ReconIOError(
+            f"{path}: dataset {name!r} has dtype {ds.dtype}; expected real numbers ({expected})"
+        )
+    return ds
+
+
 @dataclass
 class FastMRIInfo:
     """What a fastMRI file says about itself (read without loading the k-space)."""
@@ -306,7 +330,7 @@ def fastmri_info(path: str | Path | h5py.File) -> FastMRIInfo:
         h, w = ks.shape[-2:]
         mask = None
         if "mask" in f:
-            mask = np.asarray(_dataset(f, "mask", p, "(W,) 0/1")[()], dtype=np.float32)
+            mask = np.asarray(_real_dataset(f, "mask", p, "(W,) 0/1")[()], dtype=np.float32)
             mask = mask.reshape(-1)
             if mask.shape[0] != w:
                 raise ReconIOError(
@@ -324,7 +348,7 @@ def fastmri_info(path: str | Path | h5py.File) -> FastMRIInfo:
         truth = next((k for k in ("reconstruction_rss", "reconstruction_esc") if k in f), None)
         attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
         if truth:
-            _dataset(f, truth, p, "ground truth (slices, h, w)")
+            _real_dataset(f, truth, p, "ground truth (slices, h, w)")
         default = tuple(f[truth].shape[-2:]) if truth else (h, w)
         return FastMRIInfo(
             path=p,
@@ -376,7 +400,8 @@ def ct_info(path: str | Path | h5py.File) -> CTInfo:
     """Inspect a CT sinogram file (a path or an open file)."""
     with _opened(path) as (f, p):
         if "sinogram" in f:
-            ds, key = _dataset(f, "sinogram", p, "(slices, n_detectors, n_angles)"), "sinogram"
+            key = "sinogram"
+            ds = _real_dataset(f, key, p, "(slices, n_detectors, n_angles)")
             if ds.ndim != 3:
                 raise ReconIOError(
                     f"{p}: 'sinogram' has shape {ds.shape}; expected "
@@ -384,7 +409,8 @@ def ct_info(path: str | Path | h5py.File) -> CTInfo:
                 )
             n_det, n_ang = ds.shape[1:]
         elif "data" in f:
-            ds, key = _dataset(f, "data", p, "(slices, n_angles, n_detectors)"), "data"
+            key = "data"
+            ds = _real_dataset(f, key, p, "(slices, n_angles, n_detectors)")
             if ds.ndim != 3:
                 raise ReconIOError(
                     f"{p}: 'data' has shape {ds.shape}; expected (slices, n_angles, n_detectors)"
@@ -414,12 +440,30 @@ def read_ct_slice(info: CTInfo, index: int) -> tuple[torch.Tensor, torch.Tensor 
 
 
 def read_images(path: str | Path) -> torch.Tensor:
-    """An image stack, HDF5 ``images`` (N, [C,] H, W) or a PNG folder, as (N, C, H, W) float32."""
+    """An image stack as (N, C, H, W) float32 (see :func:`read_image_stack`)."""
+    return read_image_stack(path)[0]
+
+
+def read_image_stack(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
+    """An image stack as (N, C, H, W) float32 and where it came from.
+
+    HDF5 ``images`` (N, [C,] H, W) in [0, 1]; a folder of PNG files; a DICOM series (a folder,
+    a ``DICOMDIR`` or a ``.dcm`` file) or a NIfTI volume (``.nii``, ``.nii.gz``), normalised
+    to [0, 1] per volume by :mod:`recon.volumes` (the rule and range are in the info dict).
+    """
+    from recon import volumes
+
     p = Path(path)
+    if not p.exists():
+        raise ReconIOError(f"{p}: file or folder not found")
+    if volumes.is_nifti(p):
+        return volumes.read_nifti(p)
+    if p.is_file() and (p.suffix.lower() == ".dcm" or volumes.is_dicom_file(p)):
+        return volumes.read_dicom(p)
     if p.is_dir():
         files = sorted(p.glob("*.png"))
         if not files:
-            raise ReconIOError(f"{p}: folder has no .png files")
+            return volumes.read_dicom(p)  # a DICOM series, or one line saying there is none
         from PIL import Image
 
         imgs = []
@@ -430,19 +474,17 @@ def read_images(path: str | Path) -> torch.Tensor:
         shapes = {i.shape for i in imgs}
         if len(shapes) != 1:
             raise ReconIOError(f"{p}: PNG files have different sizes {sorted(shapes)}")
-        return torch.from_numpy(np.stack(imgs))
+        info = {"format": "png", "rule": "8-bit / 255, 16-bit / 65535", "files": len(files)}
+        return torch.from_numpy(np.stack(imgs)), info
     with open_h5(p) as f:
-        ds = _dataset(f, "images", p, "image stack (N, [C,] H, W) in [0, 1]")
-        a = np.asarray(ds[()], dtype=np.float32)
+        a = real_array(f, "images", "image stack (N, [C,] H, W) in [0, 1]")
     if a.ndim == 3:
         a = a[:, None]
     if a.ndim != 4:
         raise ReconIOError(
             f"{p}: 'images' has shape {a.shape}; expected (N, H, W) or (N, C, H, W)"
         )
-    if not np.isfinite(a).all():
-        raise ReconIOError(f"{p}: 'images' has NaN/Inf values")
-    return torch.from_numpy(a)
+    return torch.from_numpy(a), {"format": "hdf5", "rule": "as stored"}
 
 
 def detect_layout(path: str | Path | h5py.File) -> str:
@@ -536,6 +578,20 @@ def write_measurements(
     return atomic_h5(Path(path), force, fill)
 
 
+def size_attr(value: Any, path: str | Path, name: str) -> tuple[int, int]:
+    """An (H, W) attr (JSON text or an array) as two positive ints, or a one-line error."""
+    try:
+        v = json.loads(value) if isinstance(value, (str, bytes)) else list(value)
+        size = (int(v[0]), int(v[1]))
+        if len(v) != 2 or min(size) < 1:
+            raise ValueError
+    except (TypeError, ValueError, IndexError):
+        raise ReconIOError(
+            f"{path}: attr {name!r} is {value!r}; expected [H, W], two positive integers"
+        ) from None
+    return size
+
+
 def scan_image_shape(path: str | Path) -> tuple[int, int, int] | None:
     """(channels, H, W) of the images a scan reconstructs to, when the file says."""
     layout = detect_layout(path)
@@ -544,13 +600,14 @@ def scan_image_shape(path: str | Path) -> tuple[int, int, int] | None:
     if layout == "ct":
         a = ct_info(path).attrs
         if "img_size" in a:
-            v = a["img_size"]
-            v = json.loads(v) if isinstance(v, str) else list(v)
-            return (1, int(v[0]), int(v[1]))
+            return (1, *size_attr(a["img_size"], path, "img_size"))
         return None
     if layout == "measurements":
         with open_h5(path) as f:
-            op = json.loads(f.attrs.get("operator", "{}"))
-        size = op.get("img_size")
-        return tuple(int(s) for s in size) if size else None
+            raw = f.attrs.get("operator", "{}")
+        try:  # a malformed record is reported by the scan source, which reads it in full
+            size = json.loads(raw).get("img_size")
+            return tuple(int(s) for s in size) if size else None
+        except (TypeError, ValueError, AttributeError):
+            return None
     return None

@@ -28,6 +28,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from recon.errors import UserError
+
+
+class ImageTooSmall(UserError, ValueError):
+    """Images smaller than the SSIM window of a metric convention."""
+
+
 Convention = Literal["image", "fastmri"]
 
 CONVENTIONS: dict[str, str] = {
@@ -122,7 +129,7 @@ def ssim(
     win, cov_norm = _window(window, torch.float64, x.device)
     k = win.numel()
     if h < k or w_ < k:
-        raise ValueError(f"images of size {h}x{w_} are smaller than the SSIM window {k}x{k}")
+        raise ImageTooSmall(f"images of size {h}x{w_} are smaller than the SSIM window {k}x{k}")
     r = _as_range(data_range, b, x)
     c1 = ((_K1 * r) ** 2).reshape(b, 1, 1, 1)
     c2 = ((_K2 * r) ** 2).reshape(b, 1, 1, 1)

@@ -152,18 +152,22 @@ def run(
     truth_t = torch.stack(truths) if len(truths) == len(indices) and indices else None
     convention = "fastmri" if source.kind.startswith("mri") else "image"
     scores: dict[str, list[float]] = {}
+    skipped = None
     if truth_t is not None:
         if recon_t.shape != truth_t.shape:
             raise UserError(
                 f"ground truth of shape {tuple(truth_t.shape[1:])} does not match "
                 f"the reconstruction {tuple(recon_t.shape[1:])}"
             )
-        if convention == "fastmri":
-            m = metrics.fastmri_volume_metrics(recon_t, truth_t)
-            scores = {k: [v] for k, v in m.items()}
-        else:
-            m = metrics.image_metrics(recon_t[:, None].clamp(0, 1), truth_t[:, None])
-            scores = {k: v.tolist() for k, v in m.items()}
+        try:
+            if convention == "fastmri":
+                m = metrics.fastmri_volume_metrics(recon_t, truth_t)
+                scores = {k: [v] for k, v in m.items()}
+            else:
+                m = metrics.image_metrics(recon_t[:, None].clamp(0, 1), truth_t[:, None])
+                scores = {k: v.tolist() for k, v in m.items()}
+        except metrics.ImageTooSmall as err:  # the reconstruction stands; no metrics
+            skipped = f"{err}: no metrics in the {convention} convention"
     wall = time.perf_counter() - t0
     nfe = counted.rows // max(len(rows), 1)
     attrs = {
@@ -177,6 +181,8 @@ def run(
     }
     if scores:
         attrs["metrics"] = scores
+    if skipped:
+        attrs["metrics_skipped"] = skipped
     input_t = torch.stack(inputs)
     fig_rows, captions = results.panels(
         recon_t, std_t, truth=truth_t, inputs=input_t, scores=scores

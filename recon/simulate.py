@@ -31,6 +31,7 @@ def simulate(
     seed: int = 0,
     force: bool = False,
     fully_sampled: bool = False,
+    source: dict[str, Any] | None = None,
 ) -> Path:
     """Simulate measurements of ``images`` (N, C, H, W) in [0, 1] and write a scan file.
 
@@ -45,6 +46,9 @@ def simulate(
     ``ismrmrd_header`` whose reconstruction space is the image size, as fastMRI's raw files.
     CT: recon's sinogram layout with ``ground_truth``. Inpainting / super-resolution:
     ``measurements``, per-image ``mask`` (inpainting) and ``ground_truth``.
+
+    ``source`` (e.g. the normalisation of a DICOM series, :mod:`recon.volumes`) is recorded as
+    the attr ``source``.
     """
     n, _, h, w = images.shape
     name = operator.name  # type: ignore[attr-defined]
@@ -59,6 +63,8 @@ def simulate(
         "seed": seed,
         "simulated": True,
     }
+    if source:
+        attrs["source"] = dict(source)
     if fully_sampled and name not in ("mri", "mri_multicoil"):
         raise UserError("fully sampled output is for MRI operators only")
     if name in ("mri", "mri_multicoil"):

@@ -177,6 +177,14 @@ class FastMRISource(Source):
         # the unknown is the image on the reconstruction grid, embedded in the encoded one
         # (readout oversampling: 640 x 368 k-space, 320 x 320 image)
         self.recon_size = info.image_size
+        if info.truth_key is not None:
+            t = tuple(f[info.truth_key].shape)
+            if len(t) != 3 or t[0] != info.n_slices or t[1:] != self.recon_size:
+                raise UserError(
+                    f"{info.path}: {info.truth_key!r} has shape {t}; expected (slices, h, w) = "
+                    f"({info.n_slices}, {self.recon_size[0]}, {self.recon_size[1]}), the "
+                    "reconstruction grid (ismrmrd_header reconSpace, within the k-space grid)"
+                )
         common = dict(
             img_size=self.recon_size,
             encoded_size=(h, w) if self.recon_size != (h, w) else None,
@@ -234,7 +242,7 @@ class CTSource(Source):
         base: dict[str, Any] = {}
         if "img_size" in a:
             v = a["img_size"]
-            base["img_size"] = tuple(json.loads(v) if isinstance(v, str) else v)
+            base["img_size"] = io.size_attr(v, info.path, "img_size")
         for key in ("geometry", "angle_range", "sigma_y"):
             if key in a:
                 base[key] = a[key]
@@ -255,6 +263,13 @@ class CTSource(Source):
             base["n_detectors"] = info.n_detectors
         base["name"] = "ct"
         self.operator = validate(O.CTConfig, base, source=str(info.path))
+        if info.truth_key is not None:
+            t, want = tuple(f[info.truth_key].shape), (info.n_slices, *self.operator.img_size)
+            if t != want:
+                raise UserError(
+                    f"{info.path}: {info.truth_key!r} has shape {t}; expected (slices, H, W) = "
+                    f"{want} (the operator's img_size)"
+                )
         self._physics = None
 
     def item(self, index: int) -> Item:
@@ -272,24 +287,52 @@ class MeasurementsSource(Source):
 
     def __init__(self, f: Any) -> None:
         p = Path(f.filename)
-        self.y = torch.from_numpy(np.asarray(f["measurements"][()], dtype=np.float32))
+        self.y = torch.from_numpy(io.real_array(f, "measurements", "(N, C, h, w)"))
         self.truth = (
-            torch.from_numpy(np.asarray(f["ground_truth"][()], dtype=np.float32))
+            torch.from_numpy(io.real_array(f, "ground_truth", "(N, C, H, W)"))
             if "ground_truth" in f
             else None
         )
         self.masks = (
-            torch.from_numpy(np.asarray(f["mask"][()], dtype=np.float32)) if "mask" in f else None
+            torch.from_numpy(io.real_array(f, "mask", "(N, H, W) 0/1")) if "mask" in f else None
         )
-        op = json.loads(f.attrs.get("operator", "{}"))
-        if op.get("name") not in ("inpainting", "super_resolution"):
+        try:
+            op = json.loads(f.attrs.get("operator", "{}"))
+        except (TypeError, ValueError):
+            op = None
+        if not isinstance(op, dict) or op.get("name") not in ("inpainting", "super_resolution"):
             raise UserError(
-                f"{p}: attr 'operator' must describe an inpainting or super_resolution operator"
+                f"{p}: attr 'operator' must be the JSON of an inpainting or super_resolution "
+                "operator config (as `recon simulate` writes it)"
             )
         if op["name"] == "inpainting":
             op = {**op, "mask": "given", "n_masks": None}
         cls = O.InpaintingConfig if op["name"] == "inpainting" else O.SuperResolutionConfig
         self.operator = validate(cls, op, source=str(p))
+        img = tuple(self.operator.img_size)
+        kw = {"mask": torch.ones(img[-2:])} if op["name"] == "inpainting" else {}
+        meas = tuple(O.build(self.operator, **kw).A(torch.zeros(1, *img)).shape)
+        if self.y.ndim != 4 or tuple(self.y.shape[1:]) != meas[1:]:
+            raise UserError(
+                f"{p}: 'measurements' has shape {tuple(self.y.shape)}; the operator measures "
+                f"(N, {', '.join(map(str, meas[1:]))})"
+            )
+        if self.truth is not None and tuple(self.truth.shape) != (self.y.shape[0], *img):
+            raise UserError(
+                f"{p}: 'ground_truth' has shape {tuple(self.truth.shape)}; expected "
+                f"({self.y.shape[0]}, {', '.join(map(str, img))})"
+            )
+        if self.masks is not None:
+            m = self.masks
+            if m.shape[0] != self.y.shape[0] or tuple(m.shape[-2:]) != img[-2:]:
+                raise UserError(
+                    f"{p}: 'mask' has shape {tuple(m.shape)}; expected one (H, W) mask per "
+                    f"item, ({self.y.shape[0]}, {img[-2]}, {img[-1]})"
+                )
+            if not torch.isin(m, torch.tensor([0.0, 1.0])).all():
+                raise UserError(f"{p}: 'mask' must hold 0 or 1 per pixel")
+        elif op["name"] == "inpainting":
+            raise UserError(f"{p}: an inpainting file needs its per-item 'mask' dataset")
         self.kind = op["name"]
         self.n_items = self.y.shape[0]
         self._shared = None
