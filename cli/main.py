@@ -342,11 +342,9 @@ def evaluate(
     finally:
         bar.close()
     typer.echo((output / "summary.md").read_text())
-    typer.echo(
-        f"wrote {output / 'items.csv'}, {output / 'results.json'}, "
-        f"{output / 'summary.md'}, {output / 'figure.png'}"
-    )
-    del summary
+    written = ["items.csv", "results.json", "summary.md", "figure.png"]
+    written += ["calibration.png"] if "coverage" in summary else []
+    typer.echo("wrote " + ", ".join(str(output / w) for w in written))
 
 
 @app.command()
@@ -358,7 +356,7 @@ def acquire(
     ),
     acceleration: float = typer.Option(4.0, "--acceleration", help="Final acceleration R."),
     center_fraction: float = typer.Option(
-        0.08, "--center-fraction", help="Initial ACS fraction of the lines."
+        0.08, "--center-fraction", min=0.0, max=0.99, help="Initial ACS fraction of the lines."
     ),
     per_round: int = typer.Option(1, "--per-round", min=1, help="Lines acquired per round."),
     particles: int | None = typer.Option(
@@ -452,7 +450,8 @@ def acquire(
         )
     typer.echo(
         f"{len(summary['slices'])} slice(s), {summary['lines_acquired']} lines acquired each "
-        f"(final R = {acceleration:g}), {summary['wall_time_s']:.1f} s; wrote {output}"
+        f"(final R = {summary['final_acceleration']:.3g}), {summary['wall_time_s']:.1f} s; "
+        f"wrote {output}"
     )
     if figure is not None:
         typer.echo(f"wrote {figure}")

@@ -139,6 +139,10 @@ def operator_matrix(
     """
     if isinstance(physics, MatrixPhysics):
         return physics.matrix.to(dtype=dtype, device=device)
+    if dtype in (torch.float32, torch.float64):
+        from ._common import cast
+
+        physics = cast(physics, dtype)  # buffers in the basis' dtype (CT's grid_sample)
     d = 1
     for s in img_size:
         d *= int(s)

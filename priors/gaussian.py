@@ -27,7 +27,7 @@ import deepinv as dinv
 import torch
 from torch import Tensor
 
-from recon.operators import noise_sigma, operator_matrix
+from recon.operators import cast, noise_sigma, operator_matrix
 
 from .base import as_sigma
 from .covariance import LOG2PI, Covariance, flat
@@ -141,7 +141,10 @@ class GaussianPrior:
         return GaussianPosterior(
             self.shape,
             None,
-            matrix_free=MatrixFree(self, physics, y.double(), s_y, cg_iters, cg_tol),
+            # the solve runs in float64: the operator too (CT's grid_sample refuses mixed dtypes)
+            matrix_free=MatrixFree(
+                self, cast(physics, torch.float64), y.double(), s_y, cg_iters, cg_tol
+            ),
         )
 
 

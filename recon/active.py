@@ -488,6 +488,9 @@ def acquire_file(
         order_arr[r, : len(o)] = o
         ent_arr[r, : len(e)] = e
     summary["lines_acquired"] = n_order
+    # the acceleration of the masks actually written (the ACS may already exceed the budget)
+    lines = [float(m.reshape(-1, m.shape[-1])[0].sum()) for m in masks]
+    summary["final_acceleration"] = masks[0].shape[-1] / (sum(lines) / len(lines))
     cfg = {
         "scan": str(scan),
         "acceleration": acceleration,

@@ -9,6 +9,8 @@ Output folder:
     ``results.json``   per-item rows, mean +- std, the metric convention, config, versions
     ``summary.md``     a Markdown table
     ``figure.png``     truth / input / reconstruction / |error| / std of the first items
+    ``calibration.png`` with 2+ samples per item: nominal vs empirical per-pixel coverage of
+                       the posterior credible intervals (``cov10`` ... ``cov90`` in the CSV)
 
 Metrics: MRI sets use the ``fastmri`` convention (per slice: data range = the volume's max,
 SSIM 7x7 uniform; the summary adds the per-volume fastMRI numbers); other sets the ``image``
@@ -41,7 +43,9 @@ from recon.errors import UserError
 from recon.pipeline import RunResult, resolve_prior, run
 from recon.samplers import SAMPLERS
 
-FIELDS = ["index", "psnr", "ssim", "nmse", "seconds", "nfe"]
+#: per-pixel credible-interval coverage columns (NaN with one sample per item)
+COVERAGE = {f"cov{round(lev * 100)}": lev for lev in metrics.COVERAGE_LEVELS}
+FIELDS = ["index", "psnr", "ssim", "nmse", "seconds", "nfe", *COVERAGE]
 
 
 def _hash(cfg: RunConfig) -> str:
@@ -107,12 +111,15 @@ def evaluate(
                     on_item(i, info_n, None)
                 continue
             t = time.perf_counter()
-            res = run(cfg.model_copy(update={"items": [i]}), prior=prior)
+            keep = cfg.n_samples > 1  # the samples give the credible intervals
+            res = run(cfg.model_copy(update={"items": [i], "keep_samples": keep}), prior=prior)
             secs = time.perf_counter() - t
             if res.truth is None:
                 raise UserError(f"{bench.scan}: has no ground truth to evaluate against")
             row = _item_metrics(res, mri=mri, vmax=vmax)
             row.update(index=i, seconds=secs, nfe=res.nfe_per_sample)
+            cov = metrics.coverage(res.samples[0], res.truth[0]) if keep else {}
+            row.update({k: cov.get(lev, float("nan")) for k, lev in COVERAGE.items()})
             arrays = {
                 "reconstruction": res.reconstruction[0].numpy(),
                 "std": res.std[0].numpy(),
@@ -258,6 +265,28 @@ def _item_metrics(res: RunResult, *, mri: bool, vmax: float | None) -> dict[str,
     return {k: float(v[0]) for k, v in m.items()}
 
 
+def _calibration_figure(path: Path, cov: dict[str, float], title: str) -> None:
+    """Nominal vs empirical coverage (the diagonal is calibrated), written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def draw(tmp: Path) -> None:
+        fig, ax = plt.subplots(figsize=(3.6, 3.6))
+        levels = [float(k) for k in cov]
+        ax.plot([0, 1], [0, 1], "k:", lw=1, label="calibrated")
+        ax.plot(levels, list(cov.values()), "o-", label="empirical")
+        ax.set(xlabel="nominal level", ylabel="pixels inside the interval", xlim=(0, 1))
+        ax.set(ylim=(0, 1), title=title)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(tmp, dpi=110)
+        plt.close(fig)
+
+    io.atomic(path, True, draw)
+
+
 def _summarize(bench, cfg, out: Path, done, *, mri: bool) -> dict[str, Any]:
     idx = sorted(done)
     rows = [done[i] for i in idx]
@@ -278,6 +307,11 @@ def _summarize(bench, cfg, out: Path, done, *, mri: bool) -> dict[str, Any]:
     for k in ("psnr", "ssim", "nmse", "seconds", "nfe"):
         mean, std = metrics.summarize(torch.tensor([r[k] for r in rows], dtype=torch.float64))
         summary[k] = {"mean": mean, "std": std}
+    if cfg.n_samples > 1 and rows:
+        summary["coverage"] = {
+            str(lev): metrics.summarize(torch.tensor([r[k] for r in rows]).double())[0]
+            for k, lev in COVERAGE.items()
+        }
     arrays = [np.load(out / "items" / f"{i:04d}.npz") for i in idx]
     if mri and arrays:
         vol = torch.from_numpy(np.stack([a["reconstruction"] for a in arrays]))
@@ -306,6 +340,16 @@ def _summarize(bench, cfg, out: Path, done, *, mri: bool) -> dict[str, Any]:
             f"fastMRI per-volume: PSNR {v['psnr']:.2f} dB, SSIM {v['ssim']:.3f}, "
             f"NMSE {v['nmse']:.4f}.",
         ]
+    if "coverage" in summary:
+        c = summary["coverage"]
+        lines += [
+            "",
+            f"Per-pixel coverage of the posterior credible intervals from {cfg.n_samples} "
+            f"samples (calibrated: the nominal level; even the samples' full range covers only "
+            f"{(cfg.n_samples - 1) / (cfg.n_samples + 1):.2f} of new draws with this many): "
+            f"50 % -> {c['0.5']:.3f}, 90 % -> {c['0.9']:.3f} (curve: calibration.png).",
+        ]
+        _calibration_figure(out / "calibration.png", c, f"{bench.name}, {cfg.sampler.name}")
     _write_atomic(out / "summary.md", "\n".join(lines) + "\n")
     if arrays:
         shown = arrays[:4]

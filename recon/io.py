@@ -463,7 +463,9 @@ def read_image_stack(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
     if p.is_dir():
         files = sorted(p.glob("*.png"))
         if not files:
-            return volumes.read_dicom(p)  # a DICOM series, or one line saying there is none
+            if not volumes.dicom_files(p):
+                raise ReconIOError(f"{p}: folder has no .png files and no DICOM files")
+            return volumes.read_dicom(p)
         from PIL import Image
 
         imgs = []

@@ -77,7 +77,8 @@ def read_nifti(path: str | Path) -> tuple[torch.Tensor, dict]:
     return _normalise(np.moveaxis(vol, -1, 0), p, "nifti")
 
 
-def _dicom_files(p: Path) -> list[Path]:
+def dicom_files(p: Path) -> list[Path]:
+    """The DICOM files of a folder (by DICOMDIR or by preamble), or ``[p]`` for a file."""
     import pydicom
 
     if p.is_file():
@@ -98,7 +99,7 @@ def read_dicom(path: str | Path) -> tuple[torch.Tensor, dict]:
     import pydicom
 
     p = Path(path)
-    files = _dicom_files(p)
+    files = dicom_files(p)
     if not files:
         raise UserError(f"{p}: no DICOM files (none has the DICM preamble)")
     slices = []

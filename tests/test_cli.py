@@ -74,7 +74,12 @@ def test_acquire_from_fully_sampled_kspace(tmp_path):
     args = ["acquire", str(full), "-o", str(out), "--acceleration", "4", "--steps", "12"]
     r = runner.invoke(app, [*args, "--particles", "4", "--center-fraction", "0.125"])
     assert r.exit_code == 0, r.output
-    assert "PSNR" in r.stdout and "2 lines acquired" in r.stdout
+    assert "PSNR" in r.stdout and "2 lines acquired" in r.stdout and "final R = 4" in r.stdout
+    # an ACS block larger than the budget: the reported R is the written masks' (8 of 16 lines)
+    r = runner.invoke(
+        app, [*args, "--particles", "2", "--center-fraction", "0.5", "-o", str(tmp_path / "b.h5")]
+    )
+    assert r.exit_code == 0 and "final R = 2" in r.stdout, r.output
     with h5py.File(out) as f:
         mask = f["mask"][0]
         order = f["acquisition_order"][0]
@@ -219,3 +224,17 @@ def test_internal_error_is_one_line_exit_1_and_traceback_only_with_debug(tmp_pat
             main()
         if expect is SystemExit:
             assert exc.value.code == 1
+
+
+def test_evaluate_reports_coverage_and_exact_runs_with_the_default_prior(tmp_path):
+    """`--sampler exact` reaches the exact prior through the pipeline's NFE counter (it used to
+    be hidden by it), and 2+ samples give per-pixel coverage and a calibration curve."""
+    out = tmp_path / "res"
+    args = ["evaluate", "-b", "phantom_inpaint_70", "-o", str(out), "--sampler", "exact"]
+    r = runner.invoke(app, [*args, "--samples", "3", "--set", "sampler.method=cg"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads((out / "results.json").read_text())
+    cov = summary["coverage"]
+    assert set(cov) == {str(v) for v in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)}
+    assert 0 < cov["0.5"] <= cov["0.9"] <= 1
+    assert (out / "calibration.png").is_file() and "coverage" in (out / "summary.md").read_text()

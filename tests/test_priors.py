@@ -400,3 +400,16 @@ def test_diagonal_mixture_fast_path_equals_general_path(gen):
         xg = x.clone().requires_grad_()
         grads.append(torch.autograd.grad(prior(xg, sigma).square().sum(), xg)[0])
     assert torch.allclose(grads[0], grads[1], atol=1e-9)
+
+
+def test_matrix_free_posterior_on_a_float32_ct_operator():
+    """Regression: the float64 CG solve applied a float32 CT operator (grid_sample refused)."""
+    from recon import operators as O
+    from recon.priors import GaussianPrior
+
+    ph = O.build(O.CTConfig(img_size=(16, 16), n_angles=10, sigma_y=0.01))
+    prior = GaussianPrior(torch.zeros(1, 16, 16), torch.full((256,), 0.1))
+    y = ph.A(torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0)))
+    post = prior.posterior(ph, y, method="cg")
+    dense = prior.posterior(ph, y, method="dense")
+    assert torch.allclose(post.mean, dense.mean, atol=1e-4)

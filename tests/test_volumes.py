@@ -64,7 +64,7 @@ def test_bad_dicom_gets_one_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("hello")
-    with pytest.raises(UserError, match="no DICOM files"):
+    with pytest.raises(UserError, match=r"no \.png files and no DICOM files"):
         read_image_stack(empty)
 
 

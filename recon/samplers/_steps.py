@@ -91,6 +91,13 @@ class CountingDenoiser:
             self.vjp += 1
         return self.denoiser(x, sigma)
 
+    def __getattr__(self, name: str):
+        """Everything else is the wrapped prior's (``shape``, ``posterior`` of exact priors,
+        ``score``): counting must not hide what a sampler asks of its prior."""
+        if name == "denoiser":
+            raise AttributeError(name)
+        return getattr(self.denoiser, name)
+
 
 def make_streams(generator: Generators, batch: int, device: torch.device) -> list[torch.Generator]:
     """One random stream per batch row.
