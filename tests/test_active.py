@@ -212,3 +212,18 @@ def test_hard_consistency_replaces_measured_kspace():
         rest = make_physics(1 - hard.mask)
         assert torch.allclose(rest.A(hard.samples), rest.A(soft.samples), atol=1e-10)
         assert not torch.allclose(hard.samples, soft.samples, atol=1e-6)
+
+
+def test_entropy_ties_are_broken_by_spread_then_index():
+    """Saturated entropies (equal to within 1e-9) are ordered by the candidates' particle
+    spread, then by index; a strictly larger entropy still wins."""
+    from recon.active import candidate_spread, select_candidates
+
+    ent = torch.tensor([2.0, 2.0 + 1e-12, 2.0, 1.0, 2.5, -math.inf], dtype=torch.float64)
+    spread = torch.tensor([1.0, 3.0, 3.0, 9.0, 0.0, 99.0], dtype=torch.float64)
+    assert select_candidates(ent, spread, 6) == [4, 1, 2, 0, 3, 5]
+    assert select_candidates(ent, torch.zeros(6, dtype=torch.float64), 3) == [4, 0, 1]
+    # spread: per-entry particle variance summed per candidate
+    pred = torch.tensor([[[[0.0, 1.0], [2.0, 0.0]]], [[[2.0, 1.0], [0.0, 0.0]]]])  # (2, 1, 2, 2)
+    index = torch.tensor([[0, 1], [0, 1]])
+    assert torch.allclose(candidate_spread(pred, index, 2), torch.tensor([2.0, 0.0]))

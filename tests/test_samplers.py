@@ -558,3 +558,21 @@ def test_row_physics_slices_masks_and_coil_maps_only(gen):
     # a dense matrix with as many rows as the batch is shared, not sliced
     dense = O.from_matrix(torch.randn(2, 4, generator=gen))
     assert _row_physics(dense, 1, 2) is dense
+
+
+def test_reddiff_starts_inpainting_holes_at_mid_grey():
+    """mu's measured part starts at the data, its null-space part at init_null (official:
+    mid-grey); init_null=None gives A_dagger(y) (holes at 0)."""
+    cfg = O.InpaintingConfig(img_size=(1, 8, 8), keep_ratio=0.5, seed=3)
+    physics = O.build(cfg)
+    x = torch.rand(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    y = physics.A(x)
+    prior = GaussianPrior(torch.full((1, 8, 8), 0.5), torch.full((64,), 0.1))
+    sig = torch.tensor([0.5, 0.0])
+    m = physics.mask.bool().expand_as(x)
+    for init, hole in ((0.5, 0.5), (None, 0.0)):
+        mu = SAMPLERS["reddiff"].fn(
+            prior, y, physics, sig, lr=1e-12, init_null=init, generator=torch.Generator()
+        )
+        assert torch.allclose(mu[~m], torch.full_like(mu[~m], hole), atol=1e-6)
+        assert torch.allclose(mu[m], x[m], atol=1e-6)

@@ -16,7 +16,9 @@ code's (``algos/reddiff.py``: means over entries, no ``1 / sigma_v^2``), and the
 ``sigma_t / alpha_t`` of the VP form is the VE ``sigma_t``. Substituting ``u = 2 x - 1`` shows
 that with recon's [0, 1] data units this loss is the official [-1, 1] loss divided by 4 (up to a
 constant), so ``lam`` equals the paper's lambda (0.25) and, since Adam's step is in parameter
-units, ``lr`` is the official lr halved (0.1 -> 0.05). ``mu`` starts at ``A_dagger(y)``.
+units, ``lr`` is the official lr halved (0.1 -> 0.05). ``mu`` starts at ``A_dagger(y)`` on the
+measured part and at mid-grey (``init_null = 0.5``) on the null space of A, as the official code
+(whose inpainting holes start at 0 in [-1, 1] units).
 
 For a Gaussian prior ``N(m, C)`` the expected gradient of the second term is
 ``lam * sigma_t^2 / d * (C + sigma_t^2 I)^{-1} (mu - m)``: at a fixed level ``sigma``, RED-Diff
@@ -56,6 +58,10 @@ def sample_reddiff(
     lr: Annotated[float, Field(gt=0.0, description="Adam learning rate (data units)")] = 0.05,
     obs_weight: Annotated[float, Field(ge=0.0, description="weight of the data term")] = 1.0,
     betas: Annotated[tuple[float, float], Field(description="Adam betas")] = (0.9, 0.99),
+    init_null: Annotated[
+        float | None,
+        Field(description="start value of mu's null-space part (official: mid-grey); None: 0"),
+    ] = 0.5,
 ) -> Tensor:
     """RED-Diff estimate ``mu`` per measurement.
 
@@ -64,12 +70,14 @@ def sample_reddiff(
         y: measurements (B, *meas_shape).
         physics: forward operator (differentiable).
         sigmas: descending schedule ending in 0; one Adam step per non-zero level.
-        x_init: initial ``mu`` (``A_dagger(y)`` when None).
+        x_init: initial ``mu``; when None, ``A_dagger(y) + init_null (1 - A_dagger(A 1))``:
+            the measured part from the data, the unmeasured part (inpainting holes) at
+            ``init_null`` (0.5, mid-grey, as the official code's 0 in [-1, 1] units).
         generator: per-row streams.
         callback: receives a :class:`StepInfo` per step (``x`` = ``mu``).
         sigma_y: unused (the official weighting has no ``1 / sigma_v^2``); accepted for a
             uniform signature.
-        lam, lr, obs_weight, betas: the hyperparameters (module docstring).
+        lam, lr, obs_weight, betas, init_null: the hyperparameters (module docstring).
 
     Returns:
         ``mu`` (B, *x_shape).
@@ -80,6 +88,9 @@ def sample_reddiff(
         streams, sig, mu, _ = start(
             y, physics, sigmas, generator, x_init=x_init, sigma_y=sigma_y, init="pinv"
         )
+        if x_init is None and init_null:
+            ones = torch.ones_like(mu)
+            mu = mu + init_null * (ones - physics.A_dagger(physics.A(ones)))
         # Adam (Kingma & Ba 2015) written out: elementwise, so per sample by construction
         m1 = torch.zeros_like(mu)
         m2 = torch.zeros_like(mu)
