@@ -25,9 +25,20 @@ def data_dir() -> Path:
     return p
 
 
+def cache_dir() -> Path:
+    """Where scans simulated at run time are kept: ``RECON_CACHE``, else
+    ``$XDG_CACHE_HOME/recon`` (``~/.cache/recon``)."""
+    env = os.environ.get("RECON_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "recon"
+
+
 @dataclass(frozen=True)
 class BenchmarkSet:
-    """A benchmark set: a folder with ``scan.h5``, ``README.md`` and ``info.json``."""
+    """A benchmark set: a folder with ``README.md``, ``info.json`` and ``scan.h5``, or, for a
+    set too big to commit, an ``info.json`` whose ``simulate`` entry makes the scan at run time
+    from a seed (cached, see :func:`cache_dir`)."""
 
     name: str
     path: Path
@@ -37,7 +48,37 @@ class BenchmarkSet:
 
     @property
     def scan(self) -> Path:
-        return self.path / "scan.h5"
+        committed = self.path / "scan.h5"
+        if committed.is_file():
+            return committed
+        info = json.loads((self.path / "info.json").read_text())
+        if "simulate" not in info:
+            return committed  # reported as missing by the reader
+        return simulated_scan(self.name, info)
+
+
+def simulated_scan(name: str, info: dict) -> Path:
+    """The scan of a set simulated at run time: recon's random phantoms of ``simulate.seed``
+    (``n`` of ``size`` pixels) through the set's operator, noise seed 0; made once, atomically,
+    under :func:`cache_dir`, keyed by the recipe's hash (a changed recipe makes a new file)."""
+    import hashlib
+
+    from recon import operators as O
+    from recon.config import validate
+    from recon.phantoms import random_phantoms
+    from recon.simulate import simulate
+
+    recipe = {"operator": info["operator"], "simulate": info["simulate"]}
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+    path = cache_dir() / "benchmarks" / f"{name}-{key}.h5"
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    spec = info["simulate"]
+    op = validate(O.OPERATORS[info["operator"]["name"]][0], info["operator"], source=name)
+    images = random_phantoms(int(spec["n"]), int(spec["size"]), seed=int(spec["seed"]))
+    simulate(images, op, path, seed=0, force=True, source={"format": "phantoms", **spec})
+    return path
 
 
 def benchmark_sets() -> dict[str, BenchmarkSet]:

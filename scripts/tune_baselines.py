@@ -81,6 +81,8 @@ def _tuning_scans(only: list[str] | None):
             continue
         is_digits = name.startswith("digits")
         info = json.loads((bench.path / "info.json").read_text())
+        if "simulate" in info:  # the run-time full-size set: not tuned (minutes per value)
+            continue
         op = validate(O.OPERATORS[info["kind"]][0], info["operator"], source=name)
         prior = (
             {"kind": "digits_gaussian"}

@@ -474,3 +474,19 @@ def test_readout_oversampled_file_reconstructs_on_the_recon_grid(tmp_path, image
         f.create_dataset("mask", data=np.ones(SIZE, np.float32))
     res = run(_cfg(input=str(full), sampler={"name": "pinv"}))
     assert torch.allclose(res.reconstruction.float(), images[:2, 0], atol=1e-4)
+
+
+def test_run_time_benchmark_set_is_simulated_once_and_cached(tmp_path, monkeypatch):
+    """fastmri_knee_like has no committed scan: it is simulated from its seed into the cache
+    (fastMRI raw layout at knee size), once; a second access reuses the file."""
+    from recon.datasets import resolve_benchmark
+
+    monkeypatch.setenv("RECON_CACHE", str(tmp_path))
+    bench = resolve_benchmark("fastmri_knee_like")
+    scan = bench.scan
+    assert scan.parent == tmp_path / "benchmarks"
+    info = fastmri_info(scan)
+    assert info.shape == (640, 368) and info.n_coils == 15 and info.image_size == (320, 320)
+    assert info.n_slices == bench.n_items == 4 and info.mask is not None
+    stamp = scan.stat().st_mtime_ns
+    assert resolve_benchmark("fastmri_knee_like").scan.stat().st_mtime_ns == stamp
