@@ -217,28 +217,23 @@ def _dataset(f: h5py.File, name: str, path: Path, expected: str) -> h5py.Dataset
     return obj
 
 
-def real_array(f: h5py.File, name: str, expected: str) -> np.ndarray:
-    """Dataset ``name`` as float32, refused unless it holds real numbers (not complex, not
-    strings) and is finite."""
-    path = Path(f.filename)
-    ds = _dataset(f, name, path, expected)
-    if ds.dtype.kind not in "fiub":
-        raise ReconIOError(
-            f"{path}: dataset {name!r} has dtype {ds.dtype}; expected real numbers ({expected})"
-        )
-    a = np.asarray(ds[()], dtype=np.float32)
-    if not np.isfinite(a).all():
-        raise ReconIOError(f"{path}: dataset {name!r} has NaN/Inf values ({expected})")
-    return a
-
-
 def _real_dataset(f: h5py.File, name: str, path: Path, expected: str) -> h5py.Dataset:
+    """Dataset ``name``, refused unless it holds real numbers (not complex, not strings)."""
     ds = _dataset(f, name, path, expected)
     if ds.dtype.kind not in "fiub":
         raise ReconIOError(
             f"{path}: dataset {name!r} has dtype {ds.dtype}; expected real numbers ({expected})"
         )
     return ds
+
+
+def real_array(f: h5py.File, name: str, expected: str) -> np.ndarray:
+    """Dataset ``name`` as float32: real numbers and finite, or a one-line error."""
+    path = Path(f.filename)
+    a = np.asarray(_real_dataset(f, name, path, expected)[()], dtype=np.float32)
+    if not np.isfinite(a).all():
+        raise ReconIOError(f"{path}: dataset {name!r} has NaN/Inf values ({expected})")
+    return a
 
 
 @dataclass
