@@ -137,6 +137,7 @@ def reconstruct(
     """
     from recon import metrics
     from recon.config import run_config
+    from recon.distributed import context
     from recon.pipeline import run
 
     cfg = run_config(
@@ -154,11 +155,14 @@ def reconstruct(
         figure=str(figure) if figure else None,
         force=force or None,
     )
+    ctx = context(cfg.device)
     bar = _LazyBar(cfg.sampler.name, "row")
     try:
-        res = run(cfg, on_rows=bar)
+        res = run(cfg, on_rows=bar, context=ctx)
     finally:
         bar.close()
+    if res is None:  # another rank than 0 under torchrun: rank 0 reports
+        return
     if res.metrics:
         psnr = sum(res.metrics["psnr"]) / len(res.metrics["psnr"])
         ssim = sum(res.metrics["ssim"]) / len(res.metrics["ssim"])
@@ -310,6 +314,7 @@ def evaluate(
 
     from recon.config import run_config
     from recon.datasets import resolve_benchmark
+    from recon.distributed import context
     from recon.evaluate import evaluate as run_evaluate
 
     bench = resolve_benchmark(benchmark)
@@ -324,11 +329,13 @@ def evaluate(
         device=device,
         seed=seed,
     )
+    ctx = context(cfg.device)
     bar = tqdm(
         total=bench.n_items if bench.n_items > 0 else None,
         desc=bench.name,
         unit="item",
         leave=False,
+        disable=not ctx.is_main,
     )
 
     def on_item(i: int, total: int, row: dict | None) -> None:
@@ -338,9 +345,11 @@ def evaluate(
             bar.set_postfix(psnr=f"{row['psnr']:.2f}")
 
     try:
-        summary = run_evaluate(bench, cfg, output, on_item=on_item)
+        summary = run_evaluate(bench, cfg, output, on_item=on_item, context=ctx)
     finally:
         bar.close()
+    if summary is None:  # another rank than 0 under torchrun: rank 0 reports
+        return
     typer.echo((output / "summary.md").read_text())
     written = ["items.csv", "results.json", "summary.md", "figure.png"]
     written += ["calibration.png"] if "coverage" in summary else []
@@ -395,6 +404,7 @@ def acquire(
     from recon import errors, io, results
     from recon.active import acquire_file
     from recon.config import KarrasScheduleConfig, validate
+    from recon.distributed import context
     from recon.priors.configs import PriorConfig, resolve
 
     results.check_outputs(output, figure, force=force, inputs=[scan])
@@ -416,6 +426,8 @@ def acquire(
     info = io.fastmri_info(scan)
     from pydantic import TypeAdapter
 
+    ctx = context(device)
+    device = ctx.device(device)
     prior_cfg = TypeAdapter(PriorConfig).validate_python(resolve(prior, (2, *info.image_size)))
     den = prior_cfg.build(device=device)
     schedule = validate(KarrasScheduleConfig, {} if steps is None else {"n_steps": steps})
@@ -436,6 +448,7 @@ def acquire(
             record={"prior": prior_cfg.model_dump(mode="json"), "schedule": schedule.model_dump()},
             figure=str(figure) if figure else None,
             on_slice=bar,
+            context=ctx,
             per_round=per_round,
             window=(lo, hi),
             hard_consistency=hard_consistency,
@@ -443,6 +456,8 @@ def acquire(
         )
     finally:
         bar.close()
+    if summary is None:  # another rank than 0 under torchrun: rank 0 reports
+        return
     if "psnr" in summary:
         typer.echo(
             f"PSNR {summary['psnr']:.2f} dB, SSIM {summary['ssim']:.3f} "
@@ -491,6 +506,7 @@ def train_prior_cmd(
     and a sample grid PNG per checkpoint. Load the result with recon.priors.load(FOLDER).
     """
     from recon.config import apply_overrides, read_mapping, validate
+    from recon.distributed import context
     from recon.priors.train import PRESETS, TrainConfig, parse_duration, train_prior
 
     if device_hint != "cpu":
@@ -520,9 +536,12 @@ def train_prior_cmd(
             threads=threads,
             max_seconds=seconds,
             log=lambda m: typer.echo(m, err=True),
+            context=context("cpu"),
         )
     except (ValueError, OSError) as err:
         raise UserError(str(err)) from None
+    if card is None:  # another rank than 0 under torchrun: rank 0 reports
+        return
     typer.echo(
         f"{card['name']}: step {card['steps']}, loss {card['final_loss']}, "
         f"weights {output / card['file']} (sha256 {card['sha256'][:12]})"
@@ -578,6 +597,16 @@ def demo(
     typer.echo(f"wrote {r['png']}")
 
 
+def _rank() -> str:
+    """``rank R of N: `` under torchrun (errors raised in one rank only name it), else ''."""
+    import os
+
+    world = os.environ.get("WORLD_SIZE", "1")
+    if world.isdigit() and int(world) > 1:
+        return f"rank {os.environ.get('RANK', '?')} of {world}: "
+    return ""
+
+
 def main() -> None:
     """Console entry point: user and usage errors become one line on stderr and exit code 2;
     an interrupt (Ctrl-C) exits 130, never 0; anything else (a bug) exits 1 with one line, and
@@ -587,8 +616,15 @@ def main() -> None:
         sys.argv = [a for a in sys.argv if a != "--debug"]
     try:
         code = app(standalone_mode=False)
-    except (UserError, FileNotFoundError) as exc:
-        typer.echo(f"recon: error: {exc}", err=True)
+    except UserError as exc:
+        if getattr(exc, "quiet", False):  # a RankError: rank 0 reports it, once
+            sys.exit(2 if exc.user else 1)
+        kind = "internal error" if getattr(exc, "user", True) is False else "error"
+        where = "" if hasattr(exc, "quiet") else _rank()  # a RankError names its rank
+        typer.echo(f"recon: {kind}: {where}{exc}", err=True)
+        sys.exit(1 if kind == "internal error" else 2)
+    except FileNotFoundError as exc:
+        typer.echo(f"recon: error: {_rank()}{exc}", err=True)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
@@ -605,8 +641,8 @@ def main() -> None:
         if debug:
             raise
         typer.echo(
-            f"recon: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the "
-            "traceback, and please report it)",
+            f"recon: internal error: {_rank()}{type(exc).__name__}: {exc} (rerun with --debug "
+            "for the traceback, and please report it)",
             err=True,
         )
         sys.exit(1)

@@ -33,6 +33,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from recon.config import ConfigError
+from recon.distributed import SINGLE, Context
+
 from .adapters import EDMDenoiser
 from .unet import UNet, UNetConfig
 
@@ -177,12 +180,20 @@ def make_batch(cfg: TrainConfig, sources: list[_Source], step: int) -> Tensor:
 
 
 def edm_loss(
-    denoiser: EDMDenoiser, x0: Tensor, cfg: TrainConfig, generator: torch.Generator
+    denoiser: EDMDenoiser,
+    x0: Tensor,
+    cfg: TrainConfig,
+    generator: torch.Generator,
+    rows: slice = slice(None),
 ) -> Tensor:
-    """EDM loss for clean images ``x0`` (B, C, H, W) in [0, 1]; a scalar (see module docstring)."""
+    """EDM loss for clean images ``x0`` (B, C, H, W) in [0, 1]; a scalar (see module docstring).
+
+    The noise levels and noise are drawn for the whole batch; ``rows`` selects the rows this
+    process computes (a rank's share of the global batch under DistributedDataParallel)."""
     b = x0.shape[0]
     sigma_u = torch.exp(cfg.p_mean + cfg.p_std * torch.randn(b, generator=generator))
     noise = torch.randn(x0.shape, generator=generator)
+    x0, sigma_u, noise = x0[rows], sigma_u[rows], noise[rows]
     scale = denoiser.hi - denoiser.lo  # network units per data unit
     sigma = sigma_u / scale
     d = denoiser(x0 + sigma[:, None, None, None] * noise, sigma)
@@ -349,6 +360,10 @@ def _copy_params(dst: torch.nn.Module, src: torch.nn.Module) -> None:
         a.copy_(b)
 
 
+def _load_checkpoint(ckpt: Path, meta_path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    return _checkpoint_state(ckpt, meta_path), load_file(str(ckpt))
+
+
 def train_prior(
     cfg: TrainConfig,
     out_dir: str | Path,
@@ -358,8 +373,16 @@ def train_prior(
     max_seconds: float | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+    context: Context = SINGLE,
+) -> dict[str, Any] | None:
     """Train (or resume training) a prior into ``out_dir``; return the model card.
+
+    Under torchrun (``context``) the network is wrapped in DistributedDataParallel: each step's
+    global batch (a function of ``(seed, step)`` alone) is split into equal contiguous shares,
+    one per rank, and the averaged gradient equals the global batch's (to float32 all-reduce
+    rounding), so N ranks train as one process with the same ``batch_size`` does. Rank 0 reads
+    the checkpoint and sends it to every rank, and writes checkpoints and exports; a rerun
+    after any rank was killed resumes from the last checkpoint.
 
     Args:
         cfg: the run; on resume it must equal the checkpoint's config (except ``steps``).
@@ -367,15 +390,25 @@ def train_prior(
             ``model_card.json`` and ``samples_<step>.png``.
         resume: continue from ``out_dir``'s checkpoint if there is one.
         threads: ``torch.set_num_threads`` for this run (None: leave as is).
-        max_seconds: stop (after checkpointing) once this much wall time has passed in this call.
-        progress: show a tqdm bar with the loss and images/s.
+        max_seconds: stop (after checkpointing) once this much wall time has passed in this call
+            (on rank 0's clock).
+        progress: show a tqdm bar with the loss and images/s (rank 0).
+        context: the process group (:func:`recon.distributed.context`).
+
+    Returns:
+        The model card on rank 0; None on the other ranks.
     """
     from tqdm.auto import tqdm
 
+    ctx = context
+    if cfg.batch_size % ctx.world_size:
+        raise ValueError(
+            f"batch_size {cfg.batch_size} does not split into {ctx.world_size} equal shares; "
+            f"choose a multiple of the number of processes"
+        )
     if threads is not None:
         torch.set_num_threads(int(threads))
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt, meta_path = out / "checkpoint.safetensors", out / "checkpoint.json"
     torch.manual_seed(cfg.seed)  # parameter initialisation only
     net = UNet(cfg.unet)
@@ -385,31 +418,51 @@ def train_prior(
         net.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay
     )
     step, wall, losses = 0, 0.0, []
-    meta = _checkpoint_state(ckpt, meta_path) if resume and ckpt.is_file() else None
-    if meta is not None:
+
+    def read() -> tuple[dict[str, Any], dict[str, Tensor]] | None:
+        if not ctx.is_main:
+            return None
+        out.mkdir(parents=True, exist_ok=True)
+        if not (resume and ckpt.is_file()):
+            return None
+        meta, tensors = _load_checkpoint(ckpt, meta_path)
+        if meta is None:  # a checkpoint without its state: start afresh
+            return None
         old = TrainConfig.model_validate(meta["config"])
         if old.model_copy(update={"steps": cfg.steps}) != cfg:
-            raise ValueError(
+            raise ConfigError(
                 f"{out}: holds a checkpoint of a different run; use another folder or "
                 "start fresh (--fresh)"
             )
-        tensors = load_file(str(ckpt))
+        return meta, tensors
+
+    loaded = ctx.broadcast(ctx.collective(read))
+    if loaded is not None:
+        meta, tensors = loaded
         net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
         ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
         _load_opt(opt, tensors)
         step, wall, losses = int(meta["step"]), float(meta["wall_s"]), list(meta["losses"])
-        if log:
+        if log and ctx.is_main:
             log(f"resuming {out} at step {step}")
     sources = [_Source(s, cfg.resolution, cfg.unet.channels) for s in cfg.data]
-    den = EDMDenoiser(net, sigma_data=cfg.sigma_data, data_range=(-1.0, 1.0))
+    model: torch.nn.Module = net
+    if ctx.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(net)
+    den = EDMDenoiser(model, sigma_data=cfg.sigma_data, data_range=(-1.0, 1.0))
     n_params = sum(p.numel() for p in net.parameters())
+    share = cfg.batch_size // ctx.world_size
+    rows = slice(ctx.rank * share, (ctx.rank + 1) * share)
 
-    def checkpoint() -> dict[str, Any]:
+    def checkpoint() -> dict[str, Any] | None:
+        if not ctx.is_main:
+            return None
         tensors = {f"net.{k}": v for k, v in net.state_dict().items()}
         tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
         tensors |= _opt_tensors(opt)
         state = {"config": cfg.model_dump(mode="json"), "step": step, "wall_s": wall}
         state["losses"] = losses
+        state["world_size"] = ctx.world_size
         # one atomic unit: the step counter and config travel inside the weights file
         _atomic_save(
             tensors, ckpt, {"format": "recon-train-checkpoint", "state": json.dumps(state)}
@@ -418,16 +471,22 @@ def train_prior(
         return export(out, cfg, ema, step=step, wall_s=wall, losses=losses, n_params=n_params)
 
     t_call = time.perf_counter()
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress, desc=cfg.name, unit="step")
+    bar = tqdm(
+        total=cfg.steps,
+        initial=step,
+        disable=not (progress and ctx.is_main),
+        desc=cfg.name,
+        unit="step",
+    )
     card: dict[str, Any] | None = None
     net.train()
     while step < cfg.steps:
         t0 = time.perf_counter()
         x0 = make_batch(cfg, sources, step)
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step + (1 << 31))
-        loss = edm_loss(den, x0, cfg, g)
+        loss = edm_loss(den, x0, cfg, g, rows)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # DistributedDataParallel averages the gradients of the ranks here
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         for group in opt.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
@@ -439,16 +498,25 @@ def train_prior(
         step += 1
         dt = time.perf_counter() - t0
         wall += dt
-        losses.append(round(loss.item(), 5))
+        over = max_seconds is not None and time.perf_counter() - t_call > max_seconds
+        batch_loss = loss.detach()
+        if ctx.distributed:  # the global batch's loss; one stop decision for all ranks
+            import torch.distributed as dist
+
+            stats = torch.stack([batch_loss / ctx.world_size, torch.tensor(float(over))])
+            dist.all_reduce(stats)
+            batch_loss, over = stats[0], bool(stats[1] > 0)
+        losses.append(round(batch_loss.item(), 5))
         recent = sum(losses[-100:]) / len(losses[-100:])
         bar.update(1)
         bar.set_postfix(loss=f"{recent:.4f}", img_s=f"{cfg.batch_size / dt:.1f}")
-        over = max_seconds is not None and time.perf_counter() - t_call > max_seconds
         if step % cfg.checkpoint_every == 0 or step == cfg.steps or over:
             card = checkpoint()
         if over:
             break
     bar.close()
+    if not ctx.is_main:
+        return None
     if card is None:  # nothing to train: the checkpoint already reached cfg.steps
         card = json.loads((out / "model_card.json").read_text())
     return card

@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import deepinv as dinv
 import torch
@@ -45,6 +45,9 @@ from recon.priors.base import Denoiser
 from recon.samplers._steps import StepInfo, check_inputs, row_generator
 from recon.samplers.dps import SAMPLERS as _DPS_ENTRY
 from recon.samplers.dps import DDIMEta, Normalize, VPScale, Zeta, dps_step
+
+if TYPE_CHECKING:
+    from recon.distributed import Context
 
 _DPS = _DPS_ENTRY[0].defaults()  # the particles take DPS steps with DPS's own defaults
 
@@ -436,8 +439,9 @@ def acquire_file(
     record: dict | None = None,
     figure: str | None = None,
     on_slice: Callable[[int, int], None] | None = None,
+    context: Context | None = None,
     **options,
-) -> dict:
+) -> dict | None:
     """Run :func:`acquire_fastmri_slice` on every selected slice of a fully sampled fastMRI
     file and write the results atomically.
 
@@ -447,15 +451,20 @@ def acquire_file(
     per round; attrs: ``config`` (JSON, with ``record``), ``seed``, ``wall_time_s``, versions,
     and, with a ground truth, fastMRI-convention ``psnr``/``ssim``.
 
+    Slices are dealt to the ranks under torchrun (``context``); each finished slice is kept
+    beside the output until it is written, so a killed run, rerun, acquires only the slices it
+    had not finished (:mod:`recon.distributed`).
+
     Returns:
-        A summary dict (psnr, ssim, lines, wall_time_s, output).
+        A summary dict (psnr, ssim, lines, wall_time_s, output); None on ranks other than 0.
     """
+    import hashlib
     import json
     import time
 
     import numpy as np
 
-    from recon import io, metrics, results
+    from recon import distributed, io, metrics, results
     from recon.errors import UserError
 
     results.check_outputs(output, figure, force=force, inputs=[scan])
@@ -469,11 +478,19 @@ def acquire_file(
     bad = [i for i in idx if not 0 <= i < info.n_slices]
     if bad:
         raise UserError(f"{scan}: slices {bad} out of range (the file has {info.n_slices})")
-    recs, stds, masks, orders, ents, truths = [], [], [], [], [], []
+    ctx = context or distributed.SINGLE
     t0 = time.perf_counter()
-    if on_slice is not None:
-        on_slice(0, len(idx))
-    for done, i in enumerate(idx):
+    cfg = {
+        "scan": str(scan),
+        "acceleration": acceleration,
+        "center_fraction": center_fraction,
+        "steps": len(sigmas) - 1,
+        **{k: v for k, v in options.items() if k != "callback"},
+        **(record or {}),
+    }
+
+    def compute(chunk: list[tuple[int, ...]]) -> dict[tuple[int, ...], dict]:
+        ((i,),) = chunk
         k, truth = io.read_fastmri_slice(info, i)
         g = row_generator(seed, i, 0, device)
         try:
@@ -489,15 +506,39 @@ def acquire_file(
             )
         except ValueError as err:
             raise UserError(f"{scan} slice {i}: {err}") from None
-        recs.append((res.reconstruction[0].pow(2).sum(0).sqrt() * scale).cpu().numpy())
-        stds.append((res.std[0].pow(2).sum(0).sqrt() * scale).cpu().numpy())
-        masks.append(res.mask.reshape(-1, *res.mask.shape[-2:])[0].cpu().numpy())
-        orders.append(res.order)
-        ents.append([r["entropy"][0] for r in res.rounds])
+        row = {
+            "rec": (res.reconstruction[0].pow(2).sum(0).sqrt() * scale).cpu(),
+            "std": (res.std[0].pow(2).sum(0).sqrt() * scale).cpu(),
+            "mask": res.mask.reshape(-1, *res.mask.shape[-2:])[0].cpu(),
+            "order": [int(c) for c in res.order],
+            "entropy": [float(r["entropy"][0]) for r in res.rounds],
+        }
         if truth is not None:
-            truths.append(truth.numpy())
-        if on_slice is not None:
-            on_slice(done + 1, len(idx))
+            row["truth"] = truth
+        return {(i,): row}
+
+    fp = hashlib.sha256(
+        json.dumps([cfg, seed, distributed.file_stamp(scan)], default=str).encode()
+    ).hexdigest()[:16]
+    store = distributed.RowStore(distributed.rows_folder(output, fp))
+    done, _ = distributed.run_rows(
+        [(i,) for i in idx],
+        compute,
+        batch_size=1,
+        ctx=ctx,
+        store=store,
+        on_rows=on_slice,
+        describe=lambda chunk: f"{scan} slice {chunk[0][0]}",
+    )
+    if not ctx.is_main:
+        return None
+    got = [done[(i,)] for i in idx]
+    recs = [r["rec"].numpy() for r in got]
+    stds = [r["std"].numpy() for r in got]
+    masks = [r["mask"].numpy() for r in got]
+    orders = [r["order"] for r in got]
+    ents = [r["entropy"] for r in got]
+    truths = [r["truth"].numpy() for r in got if "truth" in r]
     wall = time.perf_counter() - t0
     rec = np.stack(recs)
     summary: dict = {"output": str(output), "wall_time_s": wall, "slices": idx}
@@ -517,14 +558,6 @@ def acquire_file(
     # the acceleration of the masks actually written (the ACS may already exceed the budget)
     lines = [float(m.reshape(-1, m.shape[-1])[0].sum()) for m in masks]
     summary["final_acceleration"] = masks[0].shape[-1] / (sum(lines) / len(lines))
-    cfg = {
-        "scan": str(scan),
-        "acceleration": acceleration,
-        "center_fraction": center_fraction,
-        "steps": len(sigmas) - 1,
-        **{k: v for k, v in options.items() if k != "callback"},
-        **(record or {}),
-    }
 
     def fill(f) -> None:
         f.create_dataset("reconstruction", data=rec.astype(np.float32))
@@ -554,4 +587,5 @@ def acquire_file(
         title="active subsampling (ADS)",
         force=force,
     )
+    store.clear()
     return summary

@@ -239,6 +239,25 @@ class RunConfig(Frozen):
     figure: str | None = Field(None, description="PNG comparison figure path")
 
 
+#: RunConfig fields that never change a row's result (where and how much is written, and
+#: the batching, which every sampler is invariant to)
+RESULT_NEUTRAL = frozenset({"output", "force", "items", "figure", "batch_size", "keep_samples"})
+
+
+def fingerprint(
+    cfg: RunConfig, *, exclude: frozenset[str] | set[str] = frozenset(), **extra: Any
+) -> str:
+    """A 16-hex-digit hash of what determines ``cfg``'s results: every field but
+    :data:`RESULT_NEUTRAL` and ``exclude``, plus ``extra`` values. Results made under equal
+    fingerprints may be reused (``evaluate``'s items, ``reconstruct``'s finished rows)."""
+    import hashlib
+    import json
+
+    d = cfg.model_dump(mode="json", exclude=set(RESULT_NEUTRAL | set(exclude)))
+    d.update(extra)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def _set(data: dict[str, Any], dotted: str, value: Any) -> None:
     cur = data
     *head, last = dotted.split(".")

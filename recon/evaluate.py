@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io as io_text
 import json
 import time
@@ -37,8 +36,9 @@ import numpy as np
 import torch
 
 from recon import io, metrics, results
-from recon.config import RunConfig
+from recon.config import RunConfig, fingerprint
 from recon.datasets import BenchmarkSet
+from recon.distributed import SINGLE, Context, run_rows
 from recon.errors import UserError
 from recon.pipeline import RunResult, resolve_prior, run
 from recon.samplers import SAMPLERS
@@ -49,20 +49,7 @@ FIELDS = ["index", "psnr", "ssim", "nmse", "seconds", "nfe", *COVERAGE]
 
 
 def _hash(cfg: RunConfig) -> str:
-    d = cfg.model_dump(
-        mode="json",
-        exclude={
-            "input",
-            "output",
-            "force",
-            "items",
-            "figure",
-            "device",
-            "batch_size",
-            "keep_samples",
-        },
-    )
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    return fingerprint(cfg, exclude={"input", "device"})
 
 
 def _truth_volume_max(scan: Path) -> float | None:
@@ -85,10 +72,16 @@ def evaluate(
     out_dir: str | Path,
     *,
     on_item: Callable[[int, int, dict[str, float] | None], None] | None = None,
-) -> dict[str, Any]:
-    """Evaluate ``cfg`` (prior, sampler, schedule, samples, seed) on a benchmark set."""
+    context: Context = SINGLE,
+) -> dict[str, Any] | None:
+    """Evaluate ``cfg`` (prior, sampler, schedule, samples, seed) on a benchmark set.
+
+    Under torchrun (``context``) the items are dealt to the ranks; each rank writes its items'
+    ``.npz`` files, and rank 0 holds the folder's lock, records every finished row in
+    ``items.csv`` after each round and writes the summary. Returns the summary on rank 0 (None
+    on the other ranks)."""
+    ctx = context
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     cfg = apply_tuned(bench, cfg)
     entry = SAMPLERS[cfg.sampler.name]
     if entry.uses_prior and isinstance(cfg.prior, str):
@@ -97,22 +90,29 @@ def evaluate(
             default = json.loads(info.read_text()).get("default_prior")
             cfg = cfg.model_copy(update={"prior": default or cfg.prior})
         cfg = resolve_prior(cfg, io.scan_image_shape(bench.scan))
-    (out / "items").mkdir(exist_ok=True)
     cfg = cfg.model_copy(update={"input": str(bench.scan), "output": None, "figure": None})
-    with _locked(out):
-        done = _claim(out, cfg, bench)
+    with contextlib.ExitStack() as stack:
+
+        def claim() -> dict[int, dict[str, float]] | None:
+            if not ctx.is_main:
+                return None
+            (out / "items").mkdir(parents=True, exist_ok=True)
+            stack.enter_context(_locked(out))
+            return _claim(out, cfg, bench)
+
+        done = ctx.broadcast(ctx.collective(claim))
         info_n = _n_items(bench)
         vmax = _truth_volume_max(bench.scan)
         mri = bench.kind.startswith("mri")
-        prior = cfg.prior.build(device=cfg.device) if entry.uses_prior else None
-        for i in range(info_n):
-            if i in done:
-                if on_item is not None:
-                    on_item(i, info_n, None)
-                continue
+        device = ctx.device(cfg.device)
+        prior = cfg.prior.build(device=device) if entry.uses_prior else None
+        keep = cfg.n_samples > 1  # the samples give the credible intervals
+        item_cfg = cfg.model_copy(update={"keep_samples": keep, "device": device})
+
+        def compute(chunk: list[tuple[int, ...]]) -> dict[tuple[int, ...], dict[str, Any]]:
+            ((i,),) = chunk
             t = time.perf_counter()
-            keep = cfg.n_samples > 1  # the samples give the credible intervals
-            res = run(cfg.model_copy(update={"items": [i], "keep_samples": keep}), prior=prior)
+            res = run(item_cfg.model_copy(update={"items": [i]}), prior=prior)
             secs = time.perf_counter() - t
             if res.truth is None:
                 raise UserError(f"{bench.scan}: has no ground truth to evaluate against")
@@ -129,10 +129,29 @@ def evaluate(
             io.atomic(
                 out / "items" / f"{i:04d}.npz", True, lambda tmp, a=arrays: np.savez(tmp, **a)
             )
-            done[i] = {k: float(row[k]) for k in FIELDS}
+            return {(i,): {k: float(row[k]) for k in FIELDS}}
+
+        def record(rows: dict[tuple[int, ...], dict[str, Any]]) -> None:
+            for (i,), row in sorted(rows.items()):
+                done[i] = row
             _write_csv(out / "items.csv", done)
             if on_item is not None:
-                on_item(i, info_n, done[i])
+                for (i,), row in sorted(rows.items()):
+                    on_item(i, info_n, row)
+
+        if on_item is not None and ctx.is_main:
+            for i in sorted(done):
+                on_item(i, info_n, None)
+        run_rows(
+            [(i,) for i in range(info_n) if i not in done],
+            compute,
+            batch_size=1,
+            ctx=ctx,
+            on_done=record,
+            describe=lambda chunk: f"{bench.scan}: item {chunk[0][0]}",
+        )
+        if not ctx.is_main:
+            return None
         return _summarize(bench, cfg, out, done, mri=mri)
 
 

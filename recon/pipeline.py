@@ -22,8 +22,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from recon import errors, metrics, results
-from recon.config import RunConfig, validate
+from recon import distributed, errors, metrics, results
+from recon.config import RunConfig, fingerprint, validate
+from recon.distributed import SINGLE, Context, RowStore, file_stamp, run_rows
 from recon.errors import UserError
 from recon.samplers import SAMPLERS, CountingDenoiser, hyperparameters, row_generator
 from recon.sources import Item, Source, open_source
@@ -67,72 +68,118 @@ def resolve_prior(cfg: RunConfig, shape: tuple[int, ...]) -> RunConfig:
     return validate(RunConfig, data, source=f"prior {cfg.prior!r}")
 
 
+def rows_folder(cfg: RunConfig) -> Path | None:
+    """Where ``reconstruct`` keeps the finished rows of ``cfg`` until the output is written
+    (:func:`recon.distributed.rows_folder`; None without an output). The fingerprint covers
+    the config (less where and how much is written), the device type and the input file's
+    path, size and modification time."""
+    if cfg.output is None:
+        return None
+    fp = fingerprint(
+        cfg,
+        exclude={"n_samples", "device"},
+        device_type=torch.device(cfg.device).type,
+        input_file=file_stamp(cfg.input),
+    )
+    return distributed.rows_folder(cfg.output, fp)
+
+
 def run(
     cfg: RunConfig,
     *,
     on_rows: Callable[[int, int], None] | None = None,
     prior: Any | None = None,
-) -> RunResult:
+    context: Context = SINGLE,
+) -> RunResult | None:
     """Reconstruct ``cfg.input`` and (if ``cfg.output``) write the results file.
 
     A sampler that uses no prior (pinv, fbp, tv) never resolves or builds one; a prior given
     by name is resolved against the scan's image size once the scan is open, and the results
-    file records the resolved config.
+    file records the resolved config. With an output, every finished chunk of rows is kept
+    beside it (:func:`rows_folder`) until the output is written, so a killed run, rerun,
+    computes only the rows it had not finished.
 
     Args:
         cfg: the run config.
         on_rows: progress callback ``(rows_done, rows_total)``.
         prior: an already built prior to use instead of building ``cfg.prior`` (evaluation
             reuses one across items).
+        context: the process group under torchrun (:func:`recon.distributed.context`); rows
+            are sharded across its ranks and rank 0 writes the output.
+
+    Returns:
+        The result on rank 0 (always, in one process); None on the other ranks.
     """
     t0 = time.perf_counter()
-    device = errors.device(cfg.device)
-    results.check_outputs(
-        cfg.output, cfg.figure, force=cfg.force, inputs=[cfg.input] if cfg.input else []
-    )
-    source = open_source(cfg)
-    indices = source.indices
+    ctx = context
+    device = errors.device(ctx.device(cfg.device))
+
+    def setup() -> tuple[RunConfig, Source, Any, Item | None]:
+        results.check_outputs(
+            cfg.output, cfg.figure, force=cfg.force, inputs=[cfg.input] if cfg.input else []
+        )
+        source = open_source(cfg)
+        first, run_cfg, built = None, cfg, prior
+        if source.indices:
+            first = source.item(source.indices[0])
+            y0 = first.y[None].to(device)
+            shape = tuple(source.physics([first], device).A_adjoint(y0).shape[1:])
+        if not entry.uses_prior:
+            built = None
+        elif built is None:
+            if first is not None:
+                run_cfg = resolve_prior(cfg, shape)
+            built = run_cfg.prior.build(device=str(device))
+        if built is not None and first is not None:
+            _check_prior_shape(built, shape, source)
+        return run_cfg, source, built, first
+
     entry = SAMPLERS[cfg.sampler.name]
-    items: dict[int, Item] = {}
-    if indices:
-        first = items[indices[0]] = source.item(indices[0])
-        y0 = first.y[None].to(device)
-        shape = tuple(source.physics([first], device).A_adjoint(y0).shape[1:])
-    if not entry.uses_prior:
-        prior = None
-    elif prior is None:
-        if indices:
-            cfg = resolve_prior(cfg, shape)
-        prior = cfg.prior.build(device=str(device))
-    if prior is not None and indices:
-        _check_prior_shape(prior, shape, source)
+    cfg, source, prior, first = ctx.collective(setup)
+    indices = source.indices
+    items: dict[int, Item] = {} if first is None else {indices[0]: first}
     counted = CountingDenoiser(prior)
     sigmas = cfg.schedule.build().to(torch.float64)
     hyper = hyperparameters(cfg.sampler)
 
-    rows = [(i, k) for i in indices for k in range(cfg.n_samples)]
-    draws: dict[int, list[Tensor]] = {i: [] for i in indices}
-    if on_rows is not None:  # inputs are checked: start the clock of the progress bar
-        on_rows(0, len(rows))
-    for start in range(0, len(rows), cfg.batch_size):
-        chunk = rows[start : start + cfg.batch_size]
-        for i, _ in chunk:
-            if i not in items:
-                items[i] = source.item(i)
-        chunk_items = [items[i] for i, _ in chunk]
+    def item(i: int) -> Item:
+        if i not in items:
+            items[i] = source.item(i)
+        return items[i]
+
+    def compute(chunk: list[tuple[int, ...]]) -> dict[tuple[int, ...], dict[str, Any]]:
+        chunk_items = [item(i) for i, _ in chunk]
         physics = source.physics(chunk_items, device)
         y = torch.stack([it.y for it in chunk_items]).to(device)
         gens = [row_generator(cfg.seed, i, k, device) for i, k in chunk]
+        before = counted.rows
         with torch.no_grad():
             x = entry.fn(counted, y, physics, sigmas, generator=gens, **hyper)
-        for (i, _), xr in zip(chunk, x, strict=True):
-            draws[i].append(source.output(xr.detach().cpu().double(), items[i]))
-        if on_rows is not None:
-            on_rows(start + len(chunk), len(rows))
+        nfe = (counted.rows - before) / len(chunk)
+        return {
+            (i, k): {"x": source.output(xr.detach().cpu().double(), item(i)), "nfe": nfe}
+            for (i, k), xr in zip(chunk, x, strict=True)
+        }
 
+    keys = [(i, k) for i in indices for k in range(cfg.n_samples)]
+    folder = rows_folder(cfg)
+    store = RowStore(folder) if folder is not None else None
+    finished, resumed = run_rows(
+        keys,
+        compute,
+        batch_size=cfg.batch_size,
+        ctx=ctx,
+        store=store,
+        on_rows=on_rows,
+        describe=lambda chunk: f"{cfg.input}: item(s) {sorted({i for i, _ in chunk})}",
+    )
+    if not ctx.is_main:
+        return None
+    draws = {i: [finished[(i, k)]["x"] for k in range(cfg.n_samples)] for i in indices}
+    nfe = round(sum(finished[key]["nfe"] for key in keys) / max(len(keys), 1))
     means, stds, samples, inputs, truths = [], [], [], [], []
     for i in indices:
-        it = items[i]
+        it = item(i)
         outs = torch.stack(draws[i])
         if not torch.isfinite(outs).all():
             raise UserError(
@@ -169,7 +216,6 @@ def run(
         except metrics.ImageTooSmall as err:  # the reconstruction stands; no metrics
             skipped = f"{err}: no metrics in the {convention} convention"
     wall = time.perf_counter() - t0
-    nfe = counted.rows // max(len(rows), 1)
     attrs = {
         "config": cfg.model_dump(mode="json"),
         "seed": cfg.seed,
@@ -177,6 +223,8 @@ def run(
         "wall_time_s": wall,
         "nfe": nfe,
         "indices": indices,
+        "world_size": ctx.world_size,
+        "rows_resumed": resumed,
         "metric_convention": metrics.CONVENTIONS[convention],
     }
     if scores:
@@ -201,6 +249,8 @@ def run(
         f"{cfg.n_samples} sample(s); metrics: {metrics.CONVENTIONS[convention]}",
         force=cfg.force,
     )
+    if store is not None:
+        store.clear()
     return RunResult(
         recon_t,
         std_t,
