@@ -115,8 +115,17 @@ def reconstruct(
         None, "--samples", min=1, help="Posterior samples per slice (std needs >= 2)."
     ),
     steps: int | None = typer.Option(None, "--steps", min=1, help="Diffusion steps."),
-    batch_size: int | None = typer.Option(
-        None, "--batch-size", min=1, help="Rows per sampler call (memory budget)."
+    batch_size: str | None = typer.Option(
+        None,
+        "--batch-size",
+        help="Rows per sampler call, or auto (the default): as many as --max-memory holds, "
+        "measured on the first row.",
+    ),
+    max_memory: str | None = typer.Option(
+        None,
+        "--max-memory",
+        help="Memory budget of --batch-size auto, e.g. 4GB (default: 4 GiB on CPU, 90 % of "
+        "the free GPU memory).",
     ),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda or cuda:N."),
     seed: int | None = typer.Option(None, "--seed", help="Run seed."),
@@ -150,6 +159,7 @@ def reconstruct(
         n_samples=samples,
         **{"schedule.n_steps": steps},
         batch_size=batch_size,
+        max_memory=max_memory,
         device=device,
         seed=seed,
         figure=str(figure) if figure else None,
@@ -390,6 +400,12 @@ def acquire(
         "--hard-consistency",
         help="Replace each final sample's acquired k-space lines by the data (noiseless scans).",
     ),
+    max_memory: str | None = typer.Option(
+        None,
+        "--max-memory",
+        help="Memory budget of the entropy, e.g. 4GB (default: 4 GiB on CPU, 90 % of the free "
+        "GPU memory).",
+    ),
 ) -> None:
     """Active acquisition (ADS, Nolan et al. 2024): choose k-space lines while sampling.
 
@@ -401,7 +417,7 @@ def acquire(
 
         recon acquire full.h5 -o ads.h5 --acceleration 4 --figure ads.png
     """
-    from recon import errors, io, results
+    from recon import errors, io, memory, results
     from recon.active import acquire_file
     from recon.config import KarrasScheduleConfig, validate
     from recon.distributed import context
@@ -452,6 +468,7 @@ def acquire(
             per_round=per_round,
             window=(lo, hi),
             hard_consistency=hard_consistency,
+            max_memory=memory.parse_size(max_memory) if max_memory else None,
             **{k: v for k, v in options.items() if v is not None},
         )
     finally:

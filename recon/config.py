@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import typing
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import tomllib
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, ValidationError
 
 from recon import schedules
 from recon._models import Frozen, config_from_signature
@@ -112,7 +112,8 @@ def format_validation_error(
             hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
             lines.append(f"{source}: {_loc(loc)}: unknown key{hint}")
         else:
-            lines.append(f"{source}: {_loc(loc)}: {e['msg']}")
+            msg = e["msg"].removeprefix("Value error, ")  # a validator's own message
+            lines.append(f"{source}: {_loc(loc)}: {msg}")
     return "\n".join(lines)
 
 
@@ -212,6 +213,25 @@ def _default_sampler():
 _PRIOR_TYPE, _PRIOR_DEFAULT = _prior_field()
 
 
+def _batch_size(value: Any) -> Any:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return value
+    if isinstance(value, str) and value.strip().isdigit() and int(value) >= 1:
+        return int(value)
+    raise ValueError(f"{value!r}: give a positive number of rows, or auto")
+
+
+def _max_memory(value: str | None) -> str | None:
+    from recon.memory import parse_size
+
+    if value is not None:
+        try:
+            parse_size(value)
+        except UserError as err:
+            raise ValueError(str(err).removeprefix("--max-memory ")) from None
+    return value
+
+
 class RunConfig(Frozen):
     """A whole reconstruction run: input, operator, prior, schedule, sampler, output."""
 
@@ -232,7 +252,15 @@ class RunConfig(Frozen):
     )
     seed: int = Field(0, description="run seed; item i, sample k use the stream (seed, i, k)")
     n_samples: int = Field(1, ge=1, description="posterior samples per item")
-    batch_size: int = Field(8, ge=1, description="rows per sampler call (memory budget)")
+    batch_size: Annotated[int | Literal["auto"], BeforeValidator(_batch_size)] = Field(
+        "auto",
+        description="rows per sampler call; auto: sized to max_memory from one measured row",
+    )
+    max_memory: Annotated[str | None, AfterValidator(_max_memory)] = Field(
+        None,
+        description="memory budget of batch_size auto, e.g. 4GB (default: 4 GiB on CPU, 90 % "
+        "of the free memory on a GPU)",
+    )
     device: str = Field("cpu", description="cpu, cuda or cuda:N")
     items: list[int] | None = Field(None, description="only these slice/image indices")
     keep_samples: bool = Field(False, description="also write every sample")
@@ -241,7 +269,9 @@ class RunConfig(Frozen):
 
 #: RunConfig fields that never change a row's result (where and how much is written, and
 #: the batching, which every sampler is invariant to)
-RESULT_NEUTRAL = frozenset({"output", "force", "items", "figure", "batch_size", "keep_samples"})
+RESULT_NEUTRAL = frozenset(
+    {"output", "force", "items", "figure", "batch_size", "max_memory", "keep_samples"}
+)
 
 
 def fingerprint(
@@ -299,4 +329,6 @@ def run_config(
             _set(data, key, val)
     if overrides:
         data = apply_overrides(data, overrides)
-    return validate(RunConfig, data, source=str(path) if path is not None else "command line")
+    given = any(v is not None for v in values.values()) or bool(overrides)
+    source = "command line" if path is None else f"{path} + command line" if given else str(path)
+    return validate(RunConfig, data, source=source)

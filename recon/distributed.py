@@ -12,7 +12,7 @@ offsets seeds by rank, which recon must not do: its streams are per row, not per
 
 :func:`run_rows` is the one loop every command shares. The rows (keys such as ``(item,
 sample)``) still to do are dealt to the ranks round-robin; all ranks advance in lock-step
-rounds (each computes one chunk of at most ``batch_size`` rows, or nothing), and after each
+rounds (each computes one chunk of rows, or nothing), and after each
 round rank 0 gathers the finished rows and every rank learns whether any rank failed. Because
 every row has its own random stream and operator, the merged result is bit-identical whatever
 the number of ranks. A rank that fails stops every rank with one line naming the rank and its
@@ -40,6 +40,7 @@ import torch
 from torch import Tensor
 
 from recon.errors import UserError
+from recon.memory import AutoBatch
 
 #: environment variable: seconds a rank waits in a collective before the run stops
 TIMEOUT_ENV = "RECON_DIST_TIMEOUT"
@@ -126,12 +127,13 @@ class Context:
         self.raise_any(err)
         return out
 
-    def raise_any(self, err: tuple[bool, str] | None) -> None:
+    def raise_any(self, err: tuple[bool, str] | None, gathered: list[Any] | None = None) -> None:
         """Exchange one status per rank; raise :class:`RankError` if any rank has an error
-        ``(is_user_error, message)``."""
+        ``(is_user_error, message)`` (``gathered``: the statuses, already exchanged as the
+        first element of each rank's tuple)."""
         if not self.distributed:
             return
-        errs = self.all_gather(err)
+        errs = [g[0] for g in gathered] if gathered is not None else self.all_gather(err)
         for r, e in enumerate(errs):
             if e is not None:
                 user, msg = e
@@ -266,32 +268,39 @@ class RowStore:
             self.folder.parent.rmdir()
 
 
+@dataclass
+class RowsDone:
+    """What :func:`run_rows` produced: ``rows`` (every row on rank 0; empty elsewhere), how
+    many were ``resumed`` from the store, and the ``rows_per_call`` it settled on."""
+
+    rows: dict[Key, Row]
+    resumed: int
+    rows_per_call: int
+
+
 def run_rows(
     keys: Sequence[Key],
     compute: Callable[[list[Key]], dict[Key, Row]],
     *,
-    batch_size: int,
+    batch_size: int | AutoBatch,
     ctx: Context = SINGLE,
     store: RowStore | None = None,
     on_rows: Callable[[int, int], None] | None = None,
     on_done: Callable[[dict[Key, Row]], None] | None = None,
     describe: Callable[[list[Key]], str] = lambda chunk: f"rows {chunk}",
-) -> tuple[dict[Key, Row], int]:
+) -> RowsDone:
     """Compute every row of ``keys`` across the ranks, resuming from ``store``.
 
     Args:
         keys: the rows, in order.
-        compute: ``compute(chunk) -> {key: row}`` for a chunk of at most ``batch_size`` keys.
-        batch_size: rows per ``compute`` call.
+        compute: ``compute(chunk) -> {key: row}`` for a chunk of keys.
+        batch_size: rows per ``compute`` call, or an :class:`recon.memory.AutoBatch`: the
+            first call is one row whose measured peak memory sizes the later calls.
         ctx: the process group (:func:`context`).
         store: where finished chunks are kept for a rerun (None: nowhere).
         on_rows: progress ``(rows_done, rows_total)``, on rank 0.
         on_done: on rank 0, the rows finished in each round (e.g. to record them).
         describe: names a chunk in an error message (e.g. its items).
-
-    Returns:
-        ``(rows, resumed)``: on rank 0 every row of ``keys`` (on other ranks, an empty dict),
-        and how many were loaded from ``store`` instead of computed.
     """
     wanted = set(keys)
     found = {k: v for k, v in (store.load() if store else {}).items() if k in wanted}
@@ -302,28 +311,37 @@ def run_rows(
     else:
         done_keys = set(found)
     resumed = len(done_keys)
-    todo = [k for k in keys if k not in done_keys]
-    mine = ctx.shard(todo)
-    share = -(-len(todo) // ctx.world_size)  # the largest rank's share
-    rounds = -(-share // batch_size)
+    mine = ctx.shard([k for k in keys if k not in done_keys])
+    auto = batch_size if isinstance(batch_size, AutoBatch) else None
+    size = 1 if auto is not None else int(batch_size)
     rows = dict(found) if ctx.is_main else {}
     if on_rows is not None and ctx.is_main:
         on_rows(resumed, len(keys))
-    for r in range(rounds):
-        chunk = mine[r * batch_size : (r + 1) * batch_size]
+    pos, more = 0, True
+    while more:  # lock-step rounds until no rank has rows left
+        chunk = mine[pos : pos + size]
+        pos += len(chunk)
         out: dict[Key, Row] = {}
         err = None
         try:
-            if chunk:
+            if chunk and auto is not None and not auto.measured:
+                out = auto.probe(compute, chunk)
+                size = auto.rows_per_call(len(mine) - pos)
+            elif chunk:
                 out = compute(chunk)
-                if store is not None:
-                    store.save(ctx.rank, out)
+            if store is not None:
+                store.save(ctx.rank, out)
         except Exception as exc:
             if not ctx.distributed:
                 raise
             err = _describe(exc, describe(chunk))
         parts = ctx.gather(out if err is None else {})
-        ctx.raise_any(err)
+        if ctx.distributed:
+            status = ctx.all_gather((err, pos < len(mine)))
+            ctx.raise_any(err, gathered=status)
+            more = any(left for _, left in status)
+        else:
+            more = pos < len(mine)
         if parts is not None:
             new = {k: v for part in parts for k, v in part.items()}
             rows.update(new)
@@ -331,4 +349,4 @@ def run_rows(
                 on_done(new)
         if on_rows is not None and ctx.is_main:
             on_rows(len(rows), len(keys))
-    return rows, resumed
+    return RowsDone(rows, resumed, size)

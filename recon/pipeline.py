@@ -26,6 +26,7 @@ from recon import distributed, errors, metrics, results
 from recon.config import RunConfig, fingerprint, validate
 from recon.distributed import SINGLE, Context, RowStore, file_stamp, run_rows
 from recon.errors import UserError
+from recon.memory import AutoBatch
 from recon.samplers import SAMPLERS, CountingDenoiser, hyperparameters, row_generator
 from recon.sources import Item, Source, open_source
 
@@ -164,10 +165,12 @@ def run(
     keys = [(i, k) for i in indices for k in range(cfg.n_samples)]
     folder = rows_folder(cfg)
     store = RowStore(folder) if folder is not None else None
-    finished, resumed = run_rows(
+    t_rows = time.perf_counter()
+    batch = AutoBatch(device, cfg.max_memory) if cfg.batch_size == "auto" else cfg.batch_size
+    done = run_rows(
         keys,
         compute,
-        batch_size=cfg.batch_size,
+        batch_size=batch,
         ctx=ctx,
         store=store,
         on_rows=on_rows,
@@ -175,8 +178,9 @@ def run(
     )
     if not ctx.is_main:
         return None
-    draws = {i: [finished[(i, k)]["x"] for k in range(cfg.n_samples)] for i in indices}
-    nfe = round(sum(finished[key]["nfe"] for key in keys) / max(len(keys), 1))
+    t_merge = time.perf_counter()
+    draws = {i: [done.rows[(i, k)]["x"] for k in range(cfg.n_samples)] for i in indices}
+    nfe = round(sum(done.rows[key]["nfe"] for key in keys) / max(len(keys), 1))
     means, stds, samples, inputs, truths = [], [], [], [], []
     for i in indices:
         it = item(i)
@@ -221,12 +225,18 @@ def run(
         "seed": cfg.seed,
         "device": str(device),
         "wall_time_s": wall,
+        # rows: the sampling (all ranks, to the last round); merge: rank 0's reduction
+        "rows_s": t_merge - t_rows,
+        "merge_s": time.perf_counter() - t_merge,
         "nfe": nfe,
         "indices": indices,
         "world_size": ctx.world_size,
-        "rows_resumed": resumed,
+        "rows_resumed": done.resumed,
+        "rows_per_call": done.rows_per_call,
         "metric_convention": metrics.CONVENTIONS[convention],
     }
+    if isinstance(batch, AutoBatch):
+        attrs["memory"] = batch.record()
     if scores:
         attrs["metrics"] = scores
     if skipped:

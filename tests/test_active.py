@@ -34,6 +34,19 @@ def test_gmm_entropy_matches_brute_force_and_is_stable():
     assert s_auto > 0 and auto[0] == -math.inf and bool(torch.isfinite(auto[1:]).all())
 
 
+def test_gmm_entropy_chunked_equals_unchunked():
+    """Bounded memory: particles taken in blocks (as small as one) give the same entropies
+    and automatic s as all pairs at once."""
+    g = torch.Generator().manual_seed(1)
+    pred = torch.randn(7, 3, 2, 6, 5, generator=g, dtype=F64)  # N, coils, re/im, H, W
+    idx = candidate_index((6, 5), "lines")
+    full, s_full = gmm_entropy(pred, idx, 5, None)
+    row = 2 * pred[0].numel() * 7 * 8  # bytes of one particle's block
+    for max_bytes in (1, row, 3 * row, 10**9):
+        ent, s = gmm_entropy(pred, idx, 5, None, max_bytes=max_bytes)
+        assert torch.allclose(ent, full, rtol=0, atol=1e-12) and abs(s - s_full) < 1e-12
+
+
 def _inpainting_setup(variances, seed=0):
     shape = (1, 4, 4)
     prior = GaussianPrior(torch.full(shape, 0.5, dtype=F64), variances, shape=shape)

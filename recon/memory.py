@@ -1,0 +1,170 @@
+"""Memory budgets: parse ``--max-memory``, measure a call's peak, size batches from it.
+
+``--batch-size auto`` (the default) sizes the rows per sampler call from one measured probe,
+not from a guess: the first chunk of a run is one row, its peak memory above what was in use
+before it (:class:`PeakMeter`) is the cost of a row, and later chunks take as many rows as the
+budget left over holds (:func:`rows_per_call`). Since every sampler is batch-invariant, the
+chunking never changes a result.
+
+Budgets: ``--max-memory`` (e.g. ``4GB``, ``512MiB``); by default 4 GiB on CPU (capped at
+80 % of the memory the system reports available) and 90 % of the free memory on a GPU.
+
+Peaks: on CUDA, the allocator's peak (``torch.cuda.max_memory_allocated`` after a reset); on
+CPU, the process's peak resident set (``VmHWM`` of ``/proc/self/status``, reset through
+``/proc/self/clear_refs``; Linux). Where neither is available the probe measures nothing and
+the batch size falls back to :data:`FALLBACK_ROWS`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from recon.errors import UserError
+
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 10**3,
+    "mb": 10**6,
+    "gb": 10**9,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
+}
+#: CPU budget when none is given
+DEFAULT_CPU_BYTES = 4 * 2**30
+#: rows per call when a peak cannot be measured
+FALLBACK_ROWS = 8
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from ``4GB``, ``512MiB``, ``1.5gb``, ``1000000`` (decimal and binary units)."""
+    if isinstance(text, int):
+        value = text
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", text)
+        unit = m.group(2).lower() if m else None
+        if m is None or unit not in _UNITS:
+            raise UserError(f"--max-memory {text!r}: give a size such as 4GB, 512MiB or 2e9 bytes")
+        value = int(float(m.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise UserError(f"--max-memory {text!r}: the budget must be positive")
+    return value
+
+
+def _status(field: str) -> int | None:
+    """A ``/proc/self/status`` field (kB) in bytes, or None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _available_cpu() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def in_use(device: torch.device) -> int:
+    """Bytes this process holds now: allocated CUDA memory, or the resident set on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.memory_allocated(device))
+    return _status("VmRSS") or 0
+
+
+def budget(device: torch.device, max_memory: str | int | None = None) -> int:
+    """The memory budget in bytes: ``max_memory`` if given, else the device default (module
+    docstring)."""
+    if max_memory is not None:
+        return parse_size(max_memory)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(0.9 * (free + torch.cuda.memory_allocated(device)))
+    avail = _available_cpu()
+    base = in_use(device)
+    return min(DEFAULT_CPU_BYTES, base + int(0.8 * avail)) if avail else DEFAULT_CPU_BYTES
+
+
+class PeakMeter:
+    """``with PeakMeter(device) as m: ...`` measures the peak memory of the block above what
+    was in use when it began (``m.peak``, bytes; None where it cannot be measured)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak: int | None = None
+
+    def __enter__(self) -> PeakMeter:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            try:  # reset the peak resident set to the current one (Linux >= 4.0)
+                Path("/proc/self/clear_refs").write_text("5")
+            except OSError:
+                self._start = None
+                return self
+        self._start = in_use(self.device)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._start is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            top = int(torch.cuda.max_memory_allocated(self.device))
+        else:
+            top = _status("VmHWM")
+            if top is None:
+                return
+        self.peak = max(top - self._start, 1)
+
+
+def rows_per_call(peak_per_row: int | None, budget_bytes: int, used: int, rows_left: int) -> int:
+    """Rows per sampler call: as many rows of ``peak_per_row`` bytes as the budget holds above
+    the ``used`` bytes (at least 1, at most ``rows_left``); :data:`FALLBACK_ROWS` without a
+    measured peak."""
+    if peak_per_row is None:
+        n = FALLBACK_ROWS
+    else:
+        n = (budget_bytes - used) // peak_per_row
+    return int(max(1, min(n, rows_left)))
+
+
+class AutoBatch:
+    """``--batch-size auto``: the first call of a run is one row, measured (:meth:`probe`);
+    :meth:`rows_per_call` then sizes the later calls to ``budget_bytes``."""
+
+    def __init__(self, device: torch.device | str, max_memory: str | int | None = None) -> None:
+        self.device = torch.device(device)
+        self.budget_bytes = budget(self.device, max_memory)
+        self.row_peak: int | None = None
+        self.measured = False
+
+    def probe(self, compute: Callable[[list[Any]], Any], chunk: list[Any]) -> Any:
+        """``compute(chunk)`` (one row) under a :class:`PeakMeter`."""
+        with PeakMeter(self.device) as meter:
+            out = compute(chunk)
+        self.row_peak, self.measured = meter.peak, True
+        return out
+
+    def rows_per_call(self, rows_left: int) -> int:
+        return rows_per_call(self.row_peak, self.budget_bytes, in_use(self.device), rows_left)
+
+    def record(self) -> dict[str, Any]:
+        """What the results file records about the choice."""
+        return {"budget_bytes": self.budget_bytes, "row_peak_bytes": self.row_peak}
