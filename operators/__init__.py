@@ -28,7 +28,14 @@ from .custom import FunctionalPhysics, MatrixPhysics, from_functions, from_matri
 from .inpainting import InpaintingConfig
 from .masks import make_mask
 from .mri import Embedded, MRIConfig, center_crop, center_pad, crop_box, ifft2c
-from .mri_multicoil import MultiCoilMRI, MultiCoilMRIConfig, birdcage_maps, estimate_coil_maps
+from .mri_multicoil import (
+    COIL_ESTIMATORS,
+    MultiCoilMRI,
+    MultiCoilMRIConfig,
+    birdcage_maps,
+    espirit_maps,
+    estimate_coil_maps,
+)
 from .super_resolution import SuperResolutionConfig
 
 OperatorConfig = Annotated[
@@ -65,6 +72,7 @@ def input_shape(cfg: OperatorConfigBase) -> tuple[int, ...]:
 
 
 __all__ = [
+    "COIL_ESTIMATORS",
     "OPERATORS",
     "AdjointError",
     "CTConfig",
@@ -85,6 +93,7 @@ __all__ = [
     "center_crop",
     "center_pad",
     "crop_box",
+    "espirit_maps",
     "estimate_coil_maps",
     "from_functions",
     "from_matrix",

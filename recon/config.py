@@ -20,6 +20,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, Validati
 from recon import schedules
 from recon._models import Frozen, config_from_signature
 from recon.errors import UserError
+from recon.operators.mri_multicoil import COIL_ESTIMATOR_HELP, CoilEstimator
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -252,6 +253,11 @@ class RunConfig(Frozen):
     )
     seed: int = Field(0, description="run seed; item i, sample k use the stream (seed, i, k)")
     n_samples: int = Field(1, ge=1, description="posterior samples per item")
+    coil_estimator: CoilEstimator | None = Field(
+        None,
+        description=f"multi-coil k-space files: {COIL_ESTIMATOR_HELP} (None: the operator's "
+        "default)",
+    )
     batch_size: Annotated[int | Literal["auto"], BeforeValidator(_batch_size)] = Field(
         "auto",
         description="rows per sampler call; auto: sized to max_memory from one measured row",

@@ -112,6 +112,7 @@ def prepare_kspace(
     multicoil: bool,
     scale: float | None = None,
     recon_size: tuple[int, int] | None = None,
+    coil_estimator: str = O.MultiCoilMRIConfig.model_fields["coil_estimator"].default,
 ) -> PreparedSlice:
     """The one preparation of a fastMRI slice, for reconstruction and for acquisition.
 
@@ -125,13 +126,14 @@ def prepare_kspace(
         multicoil: estimate coil maps and combine coils with them.
         scale: divide by this instead of the zero-filled image's peak.
         recon_size: the reconstruction grid (h, w) inside the encoded one; (H, W) when None.
+        coil_estimator: a key of :data:`recon.operators.COIL_ESTIMATORS`.
     """
     h, w = k.shape[-2:]
     mask_hw = torch.as_tensor(mask, dtype=torch.float32, device=k.device).expand(h, w).clone()
     km = k * mask_hw
     inputs: dict[str, Tensor] = {"mask": mask_hw}
     if multicoil:
-        maps = O.estimate_coil_maps(km[None], num_low)[0].to(torch.complex64)
+        maps = O.COIL_ESTIMATORS[coil_estimator](km[None], num_low)[0].to(torch.complex64)
         inputs["coil_maps"] = maps
         zf = (torch.conj(maps) * O.ifft2c(km)).sum(0).abs()
     else:
@@ -145,7 +147,12 @@ def prepare_kspace(
 class FastMRISource(Source):
     """fastMRI k-space (single- or multi-coil); see :mod:`recon.io`."""
 
-    def __init__(self, f: Any, override: O.OperatorConfigBase | None) -> None:
+    def __init__(
+        self,
+        f: Any,
+        override: O.OperatorConfigBase | None,
+        coil_estimator: str | None = None,
+    ) -> None:
         self.info = info = io.fastmri_info(f)
         self.kind = "mri_multicoil" if info.multicoil else "mri"
         self.n_items = info.n_slices
@@ -194,7 +201,12 @@ class FastMRISource(Source):
             center_fraction=min(self.num_low / w, 0.99),
         )
         if info.multicoil:
-            self.operator = O.MultiCoilMRIConfig(**common, coil_maps="given")
+            estimator = coil_estimator or getattr(override, "coil_estimator", None)
+            self.operator = O.MultiCoilMRIConfig(
+                **common,
+                coil_maps="given",
+                **({"coil_estimator": estimator} if estimator is not None else {}),
+            )
         else:
             self.operator = O.MRIConfig(**common)
 
@@ -223,6 +235,7 @@ class FastMRISource(Source):
             self.num_low,
             multicoil=self.info.multicoil,
             recon_size=self.recon_size,
+            coil_estimator=getattr(self.operator, "coil_estimator", "lowres"),
         )
         return Item(index, prep.y, truth, prep.inputs, prep.scale)
 
@@ -362,7 +375,7 @@ def open_source(cfg: RunConfig) -> Source:
     with io.open_h5(cfg.input) as f:
         layout = io.detect_layout(f)
         if layout == "fastmri":
-            source: Source = FastMRISource(f, cfg.operator)
+            source: Source = FastMRISource(f, cfg.operator, cfg.coil_estimator)
         elif layout == "ct":
             source = CTSource(f, cfg.operator)
         elif layout == "measurements":
