@@ -17,6 +17,9 @@ import typer
 from recon.catalog import LISTINGS
 from recon.errors import UserError
 
+#: seeds are recorded as 64-bit HDF5 attributes
+SEED = {"min": 0, "max": 2**63 - 1}
+
 app = typer.Typer(
     name="recon",
     help=(
@@ -128,7 +131,7 @@ def reconstruct(
         "the free GPU memory).",
     ),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda or cuda:N."),
-    seed: int | None = typer.Option(None, "--seed", help="Run seed."),
+    seed: int | None = typer.Option(None, "--seed", **SEED, help="Run seed."),
     figure: Path | None = typer.Option(None, "--figure", help="Write a PNG comparison."),
     set_: list[str] = typer.Option(
         [], "--set", help="Config override key=value, repeatable (e.g. --set sampler.n_cg=10)."
@@ -238,7 +241,7 @@ def simulate(
     keep_ratio: float = typer.Option(0.3, "--keep-ratio", help="Inpainting: kept fraction."),
     factor: int = typer.Option(4, "--factor", help="Super-resolution factor (2 or 4)."),
     sigma_y: float = typer.Option(0.01, "--sigma-y", help="Noise std on the [0, 1] scale."),
-    seed: int = typer.Option(0, "--seed", help="Seed of masks and noise."),
+    seed: int = typer.Option(0, "--seed", **SEED, help="Seed of masks and noise."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
 ) -> None:
     """Simulate measurements of clean images and write a scan `recon reconstruct` reads
@@ -314,7 +317,7 @@ def evaluate(
     config: Path | None = typer.Option(None, "--config", "-c", help="Run config file."),
     samples: int | None = typer.Option(None, "--samples", min=1, help="Samples per item."),
     steps: int | None = typer.Option(None, "--steps", min=1, help="Diffusion steps."),
-    seed: int | None = typer.Option(None, "--seed", help="Run seed."),
+    seed: int | None = typer.Option(None, "--seed", **SEED, help="Run seed."),
     device: str | None = typer.Option(None, "--device", help="cpu or cuda."),
     set_: list[str] = typer.Option([], "--set", help="Config override key=value."),
 ) -> None:
@@ -391,7 +394,7 @@ def acquire(
         "0,0.5", "--window", help="START,STOP fractions of the steps where lines are acquired."
     ),
     slices: str | None = typer.Option(None, "--slices", help="Slices, e.g. 0,2,5 (default all)."),
-    seed: int = typer.Option(0, "--seed", help="Run seed."),
+    seed: int = typer.Option(0, "--seed", **SEED, help="Run seed."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     figure: Path | None = typer.Option(None, "--figure", help="Write a PNG comparison."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
@@ -571,7 +574,7 @@ def demo(
         Path("out/demo"), "--output", "-o", help="Folder for demo.h5 and demo.png."
     ),
     samples: int = typer.Option(8, "--samples", min=1, help="Posterior samples to draw."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the mask, noise and samples."),
+    seed: int = typer.Option(0, "--seed", **SEED, help="Seed of the mask, noise and samples."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing demo.h5."),
 ) -> None:

@@ -15,7 +15,7 @@ from recon.linalg import batch_dot, batch_norm, bview
 class OperatorConfigBase(BaseModel):
     """Fields common to every operator config (frozen, unknown keys rejected)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     sigma_y: float = Field(
         0.0, ge=0.0, description="std of the Gaussian measurement noise, in data units ([0, 1])"

@@ -45,7 +45,7 @@ FORMAT = "recon-edm-unet"
 class TrainConfig(BaseModel):
     """Everything that defines a training run (recorded in the model card)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str = Field("prior", description="prior name written in the model card")
     data: tuple[str, ...] = Field(

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 class UNetConfig(BaseModel):
     """Architecture of :class:`UNet` (stored in every checkpoint and model card)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     channels: int = Field(1, ge=1, description="image channels in and out")
     base: int = Field(32, ge=8, description="channels at full resolution (multiple of 8)")

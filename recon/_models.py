@@ -15,9 +15,9 @@ from pydantic.fields import FieldInfo
 
 
 class Frozen(BaseModel):
-    """Base of every recon config: immutable, unknown keys rejected."""
+    """Base of every recon config: immutable, unknown keys and NaN/Inf numbers rejected."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 def annotated_parameters(fn: Callable[..., Any]) -> dict[str, tuple[Any, Any]]:

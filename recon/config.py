@@ -9,13 +9,21 @@ configs next to their functions (``recon.samplers``); this module gathers them.
 from __future__ import annotations
 
 import json
+import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import tomllib
 import yaml
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from recon import schedules
 from recon._models import Frozen, config_from_signature
@@ -32,6 +40,13 @@ class _Schedule(Frozen):
     def build(self):
         args = {k: getattr(self, k) for k in type(self).model_fields if k != "name"}
         return schedules.SCHEDULES[self.name](**args)  # type: ignore[attr-defined]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> _Schedule:
+        """The schedule function's own checks across fields (e.g. sigma_min < sigma_max) are
+        config errors, reported before any work."""
+        self.build()  # a ValueError here becomes a validation error naming the config
+        return self
 
 
 def _schedule_config(name: str) -> type[Frozen]:
@@ -104,18 +119,25 @@ def _allowed_from_union(cur: Any, data: Any) -> list[str]:
 def format_validation_error(
     err: ValidationError, *, source: str, model: type[BaseModel], data: Any
 ) -> str:
-    """One line per problem: ``source: field.path: what is wrong (allowed values)``."""
-    lines = []
+    """One line per problem: ``source: field.path: what is wrong (allowed values)``; the
+    members of a union (``float > 0 | 'auto'``) that all refused a value are one problem."""
+    lines: dict[str, list[str]] = {}
     for e in err.errors():
         loc = tuple(e["loc"])
         if e["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, loc, data)
             hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
-            lines.append(f"{source}: {_loc(loc)}: unknown key{hint}")
-        else:
-            msg = e["msg"].removeprefix("Value error, ")  # a validator's own message
-            lines.append(f"{source}: {_loc(loc)}: {msg}")
-    return "\n".join(lines)
+            lines.setdefault(_loc(loc), []).append(f"unknown key{hint}")
+            continue
+        if loc and isinstance(loc[-1], str) and _UNION_MEMBER.search(loc[-1]):
+            loc = loc[:-1]  # e.g. gamma.constrained-float, gamma.literal['auto']
+        msg = e["msg"].removeprefix("Value error, ")  # a validator's own message
+        lines.setdefault(_loc(loc), []).append(msg)
+    return "\n".join(f"{source}: {where}: {'; or '.join(msgs)}" for where, msgs in lines.items())
+
+
+#: pydantic's names of smart-union members in an error location
+_UNION_MEMBER = re.compile(r"^(constrained-\w+|literal\[.*\]|int|float|str|bool|none|list\[.*\])$")
 
 
 def read_mapping(path: str | Path) -> dict[str, Any]:
@@ -251,7 +273,13 @@ class RunConfig(Frozen):
     sampler: _sampler_union() = Field(  # type: ignore[valid-type]
         default_factory=_default_sampler, description="sampler and its hyperparameters"
     )
-    seed: int = Field(0, description="run seed; item i, sample k use the stream (seed, i, k)")
+    seed: int = Field(
+        0,
+        ge=0,
+        lt=2**63,
+        description="run seed (a 64-bit integer >= 0); item i, sample k use the stream "
+        "(seed, i, k)",
+    )
     n_samples: int = Field(1, ge=1, description="posterior samples per item")
     coil_estimator: CoilEstimator | None = Field(
         None,
@@ -328,13 +356,14 @@ def run_config(
         )
     if sampler is not None and data.get("sampler", {}).get("name") != sampler:
         data["sampler"] = {"name": sampler}
-    if values.get("schedule.n_steps") is not None and "schedule" not in data:
-        data["schedule"] = {"name": RunConfig.model_fields["schedule"].default_factory().name}
     for key, val in values.items():
         if val is not None:
             _set(data, key, val)
     if overrides:
         data = apply_overrides(data, overrides)
+    for section in ("schedule", "sampler"):  # a section given in part: the default's name
+        if isinstance(data.get(section), dict) and "name" not in data[section]:
+            data[section]["name"] = RunConfig.model_fields[section].default_factory().name
     given = any(v is not None for v in values.values()) or bool(overrides)
     source = "command line" if path is None else f"{path} + command line" if given else str(path)
     return validate(RunConfig, data, source=source)

@@ -186,6 +186,8 @@ def run(
         it = item(i)
         outs = torch.stack(draws[i])
         if not torch.isfinite(outs).all():
+            if store is not None:  # the rows are what they are: a rerun would fail alike
+                store.clear()
             raise UserError(
                 f"{cfg.input}: item {i}: the {cfg.sampler.name} reconstruction has NaN/Inf "
                 "values (check the scan's values and the schedule); nothing was written"

@@ -191,3 +191,93 @@ def test_reconstruct_never_crashes_loses_data_or_writes_garbage(scan, sampler):
 def test_usage_errors_in_process_exit_2(argv):
     code, err = _main(argv)
     assert code == 2 and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------------------
+# run configs: every sampler, fuzzed hyperparameters and run settings, on a valid scan
+
+FUZZ_VALUES = st.sampled_from(
+    [0, 1, -1, 0.5, 3, 100, float("nan"), float("inf"), -float("inf"), "x", None, True, [1, 2]]
+)
+RUN_FIELDS = {
+    "n_samples": [1, 2, 0, -1, "x", 2.5],
+    "seed": [0, 7, -5, 2**70, "s"],
+    "batch_size": ["auto", 1, 3, 0, "x", -2],
+    "max_memory": ["1KB", "4GB", "junk", "0GB", None],
+    "items": [[0], [1, 0], [5], [-1], [], "x", [0, 0]],
+    "bogus": [1],
+    "device": ["cpu", "tpu", "cuda:99"],
+    "keep_samples": [True, "maybe"],
+}
+SCHEDULE_FIELDS = {
+    "n_steps": [1, 2, 4, 0, -3, "a", 2.5],
+    "sigma_max": [5.0, 0.0, -1.0, float("inf"), float("nan"), 1e30, "big"],
+    "sigma_min": [0.002, 0.0, -1.0, 10.0, float("nan")],
+    "name": ["karras", "ddpm", "nope"],
+}
+
+
+def _fuzz_scan() -> Path:
+    """One valid 2-image inpainting scan, made once per process."""
+    path = Path(tempfile.gettempdir()) / f"recon-fuzz-scan-{os.getpid()}.h5"
+    if not path.exists():
+        from recon.operators import InpaintingConfig
+        from recon.phantoms import random_phantoms
+        from recon.simulate import simulate
+
+        op = InpaintingConfig(img_size=(1, 16, 16), keep_ratio=0.5, sigma_y=0.01)
+        simulate(random_phantoms(2, 16, seed=1), op, path, seed=0)
+    return path
+
+
+@st.composite
+def run_configs(draw):
+    from recon.samplers import SAMPLERS
+
+    name = draw(st.sampled_from(sorted(SAMPLERS)))
+    model = SAMPLERS[name].config
+    keys = [k for k in model.model_fields if k != "name"]
+    sampler: dict[str, object] = {"name": name}
+    for key in draw(st.lists(st.sampled_from(keys), unique=True, max_size=3)) if keys else []:
+        sampler[key] = draw(FUZZ_VALUES)
+    schedule: dict[str, object] = {"name": "karras", "n_steps": 4, "sigma_max": 5.0}
+    for key in draw(st.lists(st.sampled_from(sorted(SCHEDULE_FIELDS)), unique=True, max_size=2)):
+        schedule[key] = draw(st.sampled_from(SCHEDULE_FIELDS[key]))
+    cfg: dict[str, object] = {
+        "prior": {"kind": "phantom_gaussian", "size": 16, "n_train": 200, "rank": 16},
+        "sampler": sampler,
+        "schedule": schedule,
+    }
+    for key in draw(st.lists(st.sampled_from(sorted(RUN_FIELDS)), unique=True, max_size=3)):
+        cfg[key] = draw(st.sampled_from(RUN_FIELDS[key]))
+    return cfg
+
+
+@settings(
+    max_examples=max(EXAMPLES // 2, 1),
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(cfg=run_configs())
+def test_run_configs_never_crash(cfg):
+    """Any sampler with fuzzed hyperparameters, schedule and run settings: exit 0 with a
+    finite output, or exit 2 with one line and nothing written; never an internal error."""
+    scan = _fuzz_scan()
+    before = hashlib.sha256(scan.read_bytes()).hexdigest()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg_path, out = Path(tmp) / "run.json", Path(tmp) / "out.h5"
+        cfg_path.write_text(json.dumps(cfg))
+        code, err = _main(["reconstruct", str(scan), "-o", str(out), "-c", str(cfg_path)])
+        assert code in (0, 2), (code, err, cfg)
+        assert "Traceback" not in err, err
+        if code == 0:
+            with h5py.File(out) as f:
+                assert np.isfinite(f["reconstruction"][()]).all()
+        else:
+            assert not out.exists(), err
+            lines = err.strip().split("\n")
+            assert lines[0].split("\r")[-1].startswith("recon: error"), err
+            assert all(line.startswith(str(cfg_path)) for line in lines[1:]), err
+        assert not [p for p in Path(tmp).iterdir() if ".tmp-" in p.name]
+    assert hashlib.sha256(scan.read_bytes()).hexdigest() == before
