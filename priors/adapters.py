@@ -54,6 +54,11 @@ class EDMDenoiser(_RangeMixin):
         self.sigma_data = float(sigma_data)
         self.lo, self.hi = (float(v) for v in data_range)
 
+    @property
+    def data_std(self) -> float:
+        """``sigma_data`` in data units (0.5 in [-1, 1] is 0.25 in [0, 1])."""
+        return self.sigma_data / (self.hi - self.lo)
+
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
         u, s = self._to_net(x, as_sigma(sigma, x))
         sd = self.sigma_data

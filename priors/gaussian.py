@@ -147,6 +147,11 @@ class GaussianPrior:
             ),
         )
 
+    @property
+    def data_std(self) -> float:
+        """The prior's pixel std, ``sqrt(trace(cov) / d)`` (data units)."""
+        return float(self.cov.diagonal().mean().sqrt())
+
 
 class GaussianMixturePrior:
     """Exact Gaussian-mixture prior ``sum_k w_k N(mu_k, Sigma_k)``.
@@ -191,6 +196,15 @@ class GaussianMixturePrior:
     @property
     def weights(self) -> Tensor:
         return self.log_weights.exp()
+
+    @property
+    def data_std(self) -> float:
+        """The prior's pixel std (data units): ``sqrt(E||x - E x||^2 / d)`` of the mixture."""
+        w = self.weights.to(self.means.dtype)
+        center = (w[:, None] * self.means).sum(0)
+        within = torch.stack([c.diagonal().mean() for c in self.covs]).to(w)
+        between = ((self.means - center) ** 2).mean(1)
+        return float((w * (within + between)).sum().sqrt())
 
     def _diagonals(self) -> Tensor | None:
         """(K, d) covariance diagonals when every component is diagonal, else None."""

@@ -276,6 +276,36 @@ def test_dds_inpainting_with_independent_prior_is_exact_on_the_mean(gen):
     assert float((s.mean(0)[~m] - mean[~m]).abs().max()) < 5 * se
 
 
+def test_dds_auto_gamma_is_the_exact_step_for_an_isotropic_gaussian_prior(gen):
+    """With x0 ~ N(m, sigma_d^2 I), x0 | x_t is exactly N(D(x_t), r_t^2 I), so DDS's CG update
+    with gamma="auto" (r_t^2 / sigma_y^2) is the exact mean of x0 | x_t, y (closed form)."""
+    from recon.samplers.dds import auto_gamma, data_consistency
+
+    d, sd, s_t, s_y = 6, 0.3, 0.7, 0.05
+    m = torch.rand(d, generator=gen, dtype=F64)
+    prior = GaussianPrior(m, torch.full((d,), sd**2, dtype=F64), shape=(d,))
+    assert abs(prior.data_std - sd) < 1e-12
+    a = torch.randn(3, d, generator=gen, dtype=F64)
+    physics = O.from_matrix(a, sigma_y=s_y)
+    x_t = (m + 0.4 * torch.randn(d, generator=gen, dtype=F64))[None]
+    y = (a @ m)[None] + 0.1
+    x0_hat = prior(x_t, torch.tensor([s_t], dtype=F64))
+    got = data_consistency(
+        physics, x0_hat, y, sigma_y=s_y, n_cg=50, gamma=auto_gamma(s_t, s_y, sd), cg_tol=0
+    )
+    prec = (1 / sd**2 + 1 / s_t**2) * torch.eye(d, dtype=F64) + a.T @ a / s_y**2
+    want = torch.linalg.solve(prec, m / sd**2 + x_t[0] / s_t**2 + a.T @ y[0] / s_y**2)
+    assert torch.allclose(got[0], want, atol=1e-9)
+
+
+def test_prior_data_std_matches_draws(gen):
+    """``data_std`` (what gamma="auto" reads) of a mixture is the std of its draws."""
+    prob = mixture_problem(8, 1, seed=0)
+    draws = prob.prior.sample(20000, generator=gen)
+    want = float(((draws - draws.mean(0)) ** 2).mean().sqrt())
+    assert abs(prob.prior.data_std - want) / want < 0.02
+
+
 def test_operator_norm_is_per_row_and_dps_step_is_invariant_to_units(gauss8, gen):
     """``norm_sq`` matches the largest squared singular value, row by row; with
     ``normalize`` (the default) DPS gives the same samples for (c A, c y) as for (A, y)."""

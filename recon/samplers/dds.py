@@ -21,14 +21,15 @@ bicubic super-resolution has ``||A||^2 ~ 1/16``), and untuned it fell below the 
 inverse baseline on sparse-view CT and x4 super-resolution.
 
 ``gamma = "auto"`` (the default; recon's documented departure) makes step 2 the MAP of a
-Gaussian approximation: ``x0 | x_t ~ N(x0_hat, r_t^2 I)`` times the likelihood
-``N(y; A x0, sigma_y^2 I)`` gives ``gamma_t = r_t^2 / sigma_y^2``, with
-``r_t^2 = sigma_t^2 sigma_d^2 / (sigma_t^2 + sigma_d^2)`` the posterior variance of a pixel
-under an ``N(m, sigma_d^2)`` prior, ``sigma_d = 0.25`` in [0, 1] units (EDM's
-``sigma_data = 0.5`` in [-1, 1]); the same ``r_t^2`` as Pi-GDM (Song, Vahdat, Mardani, Kautz,
-ICLR 2023) with its data variance. It follows ``sigma_y`` and the noise level and is in the
-units of ``A`` by construction. The benchmark sets record tuned values of the paper's constant
-``gamma`` too (``scripts/tune_baselines.py``).
+Gaussian approximation: ``x0 | x_t ~ N(x0_hat, r_t^2 I)`` times the likelihood ``N(y; A x0,
+sigma_y^2 I)`` gives ``gamma_t = r_t^2 / sigma_y^2``, with ``r_t^2 = sigma_t^2 sigma_d^2 /
+(sigma_t^2 + sigma_d^2)`` the posterior variance of a pixel under an ``N(m, sigma_d^2)`` prior:
+``sigma_d`` is the prior's own pixel std where it states one (``data_std``: exact Gaussian and
+mixture priors, EDM networks' ``sigma_data``), else 0.25 in [0, 1] units (EDM's ``sigma_data =
+0.5`` in [-1, 1]); the same ``r_t^2`` as Pi-GDM (Song, Vahdat, Mardani, Kautz, ICLR 2023) with
+its data variance. It follows ``sigma_y`` and the noise level and is in the units of ``A`` by
+construction. The benchmark sets record tuned values of the paper's constant ``gamma`` too
+(``scripts/tune_baselines.py``).
 
 The official CG sums its inner products over the whole batch and does not conjugate complex
 data; recon's CG is per sample and conjugated (2-channel real MRI data is the
@@ -54,14 +55,14 @@ NCG = Annotated[int, Field(ge=0, description="CG iterations per step")]
 CGTol = Annotated[float, Field(ge=0.0, description="per-sample relative residual early stop")]
 
 
-#: pixel std of the data prior behind ``gamma="auto"``, [0, 1] units (module docstring)
+#: pixel std of the data behind ``gamma="auto"`` when the prior states none ([0, 1] units)
 SIGMA_D = 0.25
 
 
-def auto_gamma(sigma: float, sigma_y: float) -> float:
+def auto_gamma(sigma: float, sigma_y: float, sigma_d: float = SIGMA_D) -> float:
     """``gamma_t = r_t^2 / sigma_y^2`` of ``gamma="auto"`` at noise level ``sigma`` (module
-    docstring); ``sigma``, ``sigma_y`` in data units, ``sigma_y > 0``."""
-    r2 = sigma**2 * SIGMA_D**2 / (sigma**2 + SIGMA_D**2)
+    docstring); ``sigma``, ``sigma_y``, ``sigma_d`` in data units, ``sigma_y > 0``."""
+    r2 = sigma**2 * sigma_d**2 / (sigma**2 + sigma_d**2)
     return r2 / sigma_y**2
 
 
@@ -130,10 +131,11 @@ def sample_dds(
     """
     with torch.no_grad():
         streams, sig, x, s_y = start(y, physics, sigmas, generator, x_init=x_init, sigma_y=sigma_y)
+        sigma_d = float(getattr(denoiser, "data_std", SIGMA_D))
         for i in range(len(sig) - 1):
             s, s_next = sig[i], sig[i + 1]
             x0 = denoise(denoiser, x, s)
-            g = auto_gamma(s, s_y) if gamma == "auto" and s_y > 0 else gamma
+            g = auto_gamma(s, s_y, sigma_d) if gamma == "auto" and s_y > 0 else gamma
             x0c = data_consistency(physics, x0, y, sigma_y=s_y, n_cg=n_cg, gamma=g, cg_tol=cg_tol)
             if s_next > 0:
                 eps_hat = (x - x0) / s
