@@ -160,6 +160,24 @@ def _main(argv: list[str]) -> tuple[int, str]:
     return code, err.getvalue()
 
 
+def _assert_clean(code, err, out, what, more_lines_from: str | None = None) -> None:
+    """The README's promise: exit 0 with a finite output, or exit 2 with one line (a config
+    error: one line per problem, each naming ``more_lines_from``) and nothing written."""
+    assert code in (0, 2), (code, err, what)
+    assert "Traceback" not in err, err
+    if code == 0:
+        with h5py.File(out) as f:
+            assert np.isfinite(f["reconstruction"][()]).all()
+        return
+    assert not out.exists(), err
+    lines = err.strip().split("\n")  # a progress bar redraws one line with \r
+    assert lines[0].split("\r")[-1].startswith("recon: error"), err
+    if more_lines_from is None:
+        assert len(lines) == 1, err
+    else:
+        assert all(line.startswith(more_lines_from) for line in lines[1:]), err
+
+
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -175,15 +193,7 @@ def test_reconstruct_never_crashes_loses_data_or_writes_garbage(scan, sampler):
         before = hashlib.sha256(src.read_bytes()).hexdigest()
         code, err = _main(["reconstruct", str(src), "-o", str(out), "--sampler", sampler])
         assert hashlib.sha256(src.read_bytes()).hexdigest() == before
-        assert code in (0, 2), (code, err, items.keys(), attrs)
-        assert "Traceback" not in err, err
-        if code == 0:
-            with h5py.File(out) as f:
-                assert np.isfinite(f["reconstruction"][()]).all()
-        else:
-            assert not out.exists(), err
-            lines = err.strip().split("\n")  # a progress bar redraws one line with \r
-            assert len(lines) == 1 and lines[0].split("\r")[-1].startswith("recon: error"), err
+        _assert_clean(code, err, out, (items.keys(), attrs))
         assert not [p for p in Path(tmp).iterdir() if ".tmp-" in p.name]
 
 
@@ -269,15 +279,6 @@ def test_run_configs_never_crash(cfg):
         cfg_path, out = Path(tmp) / "run.json", Path(tmp) / "out.h5"
         cfg_path.write_text(json.dumps(cfg))
         code, err = _main(["reconstruct", str(scan), "-o", str(out), "-c", str(cfg_path)])
-        assert code in (0, 2), (code, err, cfg)
-        assert "Traceback" not in err, err
-        if code == 0:
-            with h5py.File(out) as f:
-                assert np.isfinite(f["reconstruction"][()]).all()
-        else:
-            assert not out.exists(), err
-            lines = err.strip().split("\n")
-            assert lines[0].split("\r")[-1].startswith("recon: error"), err
-            assert all(line.startswith(str(cfg_path)) for line in lines[1:]), err
+        _assert_clean(code, err, out, cfg, more_lines_from=str(cfg_path))
         assert not [p for p in Path(tmp).iterdir() if ".tmp-" in p.name]
     assert hashlib.sha256(scan.read_bytes()).hexdigest() == before
