@@ -40,6 +40,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from recon.errors import UserError
 from recon.linalg import conjugate_gradient
 
 from ._common import gaussian_noise
@@ -161,6 +162,12 @@ def espirit_maps(
         for k in arr
     ]
     maps_t = torch.from_numpy(np.stack(maps)).to(kspace.device)
+    covered = (maps_t.abs() ** 2).sum(1).gt(0.5).flatten(1).float().mean(1)  # (B,)
+    if bool((covered < 0.01).any()):
+        raise UserError(
+            f"ESPIRiT found no coil sensitivities above crop={crop} from a {int(num_low)}-line "
+            "ACS (too narrow to calibrate; ~24 lines are typical); use coil_estimator lowres"
+        )
     # ESPIRiT fixes each pixel's eigenvector only up to a phase; take the phase of the
     # low-resolution maps, so the coil-combined image is real and nonnegative on the object
     # (as the low-resolution maps make it, and as priors trained on magnitude images expect)

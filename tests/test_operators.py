@@ -340,3 +340,14 @@ def test_oversampled_mri_adjoint_and_full_sampling_round_trip(name, enc, img):
         )
         assert torch.allclose(full.A_adjoint(full.A(x)), x, atol=1e-10)
     assert torch.allclose(O.norm_sq(ph, x), torch.ones(2, dtype=torch.float64), atol=5e-3)
+
+
+def test_espirit_refuses_an_acs_too_narrow_to_calibrate():
+    """A 4-line ACS gives ESPIRiT no eigenvalue above its crop anywhere: a clear error naming
+    the way out, not an all-zero operator (whose reconstruction would be zero)."""
+    from recon.errors import UserError
+
+    maps = O.birdcage_maps(4, (16, 16))
+    k = torch.fft.fftshift(torch.fft.fft2(maps * 0.5, norm="ortho"), dim=(-2, -1))
+    with pytest.raises(UserError, match="coil_estimator lowres"):
+        O.espirit_maps(k[None], 4)
