@@ -16,6 +16,7 @@ import typer
 
 from recon.catalog import LISTINGS
 from recon.errors import UserError
+from recon.memory import BUDGET_HELP
 
 #: seeds are recorded as 64-bit HDF5 attributes
 SEED = {"min": 0, "max": 2**63 - 1}
@@ -127,8 +128,7 @@ def reconstruct(
     max_memory: str | None = typer.Option(
         None,
         "--max-memory",
-        help="Memory budget of --batch-size auto, e.g. 4GB (default: 4 GiB on CPU, 90 % of "
-        "the free GPU memory).",
+        help=f"Memory budget of --batch-size auto, e.g. 4GB ({BUDGET_HELP}).",
     ),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda or cuda:N."),
     seed: int | None = typer.Option(None, "--seed", **SEED, help="Run seed."),
@@ -406,8 +406,7 @@ def acquire(
     max_memory: str | None = typer.Option(
         None,
         "--max-memory",
-        help="Memory budget of the entropy, e.g. 4GB (default: 4 GiB on CPU, 90 % of the free "
-        "GPU memory).",
+        help=f"Memory budget of the entropy, e.g. 4GB ({BUDGET_HELP}).",
     ),
 ) -> None:
     """Active acquisition (ADS, Nolan et al. 2024): choose k-space lines while sampling.

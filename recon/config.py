@@ -28,6 +28,7 @@ from pydantic import (
 from recon import schedules
 from recon._models import Frozen, config_from_signature
 from recon.errors import UserError
+from recon.memory import BUDGET_HELP
 from recon.operators.mri_multicoil import COIL_ESTIMATOR_HELP, CoilEstimator
 
 M = TypeVar("M", bound=BaseModel)
@@ -292,8 +293,7 @@ class RunConfig(Frozen):
     )
     max_memory: Annotated[str | None, AfterValidator(_max_memory)] = Field(
         None,
-        description="memory budget of batch_size auto, e.g. 4GB (default: 4 GiB on CPU, 90 % "
-        "of the free memory on a GPU)",
+        description=f"memory budget of batch_size auto, e.g. 4GB ({BUDGET_HELP})",
     )
     device: str = Field("cpu", description="cpu, cuda or cuda:N")
     items: list[int] | None = Field(None, description="only these slice/image indices")

@@ -6,8 +6,7 @@ before it (:class:`PeakMeter`) is the cost of a row, and later chunks take as ma
 budget left over holds (:func:`rows_per_call`). Since every sampler is batch-invariant, the
 chunking never changes a result.
 
-Budgets: ``--max-memory`` (e.g. ``4GB``, ``512MiB``); by default 4 GiB on CPU (capped at
-80 % of the memory the system reports available) and 90 % of the free memory on a GPU.
+Budgets: ``--max-memory`` (e.g. ``4GB``, ``512MiB``); by default :data:`BUDGET_HELP`.
 
 Peaks: on CUDA, the allocator's peak (``torch.cuda.max_memory_allocated`` after a reset); on
 CPU, the process's peak resident set (``VmHWM`` of ``/proc/self/status``, reset through
@@ -20,11 +19,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from recon.errors import UserError
+
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI reads BUDGET_HELP cheaply
+    import torch
 
 _UNITS = {
     "": 1,
@@ -38,8 +38,16 @@ _UNITS = {
     "gib": 2**30,
     "tib": 2**40,
 }
-#: CPU budget when none is given
+#: CPU budget when none is given, and the parts of the device memory a default may take
 DEFAULT_CPU_BYTES = 4 * 2**30
+CPU_AVAILABLE_FRACTION = 0.8
+GPU_FREE_FRACTION = 0.9
+#: the default budget in words (help texts)
+BUDGET_HELP = (
+    f"default: {DEFAULT_CPU_BYTES // 2**30} GiB on CPU (at most "
+    f"{CPU_AVAILABLE_FRACTION:.0%} of the available memory), {GPU_FREE_FRACTION:.0%} of the "
+    "free memory on a GPU"
+)
 #: rows per call when a peak cannot be measured
 FALLBACK_ROWS = 8
 
@@ -82,6 +90,8 @@ def _available_cpu() -> int | None:
 
 def in_use(device: torch.device) -> int:
     """Bytes this process holds now: allocated CUDA memory, or the resident set on CPU."""
+    import torch
+
     if device.type == "cuda":
         return int(torch.cuda.memory_allocated(device))
     return _status("VmRSS") or 0
@@ -90,14 +100,17 @@ def in_use(device: torch.device) -> int:
 def budget(device: torch.device, max_memory: str | int | None = None) -> int:
     """The memory budget in bytes: ``max_memory`` if given, else the device default (module
     docstring)."""
+    import torch
+
     if max_memory is not None:
         return parse_size(max_memory)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
-        return int(0.9 * (free + torch.cuda.memory_allocated(device)))
+        return int(GPU_FREE_FRACTION * (free + torch.cuda.memory_allocated(device)))
     avail = _available_cpu()
-    base = in_use(device)
-    return min(DEFAULT_CPU_BYTES, base + int(0.8 * avail)) if avail else DEFAULT_CPU_BYTES
+    if not avail:
+        return DEFAULT_CPU_BYTES
+    return min(DEFAULT_CPU_BYTES, in_use(device) + int(CPU_AVAILABLE_FRACTION * avail))
 
 
 class PeakMeter:
@@ -109,6 +122,8 @@ class PeakMeter:
         self.peak: int | None = None
 
     def __enter__(self) -> PeakMeter:
+        import torch
+
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -122,6 +137,8 @@ class PeakMeter:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        import torch
+
         if self._start is None:
             return
         if self.device.type == "cuda":
@@ -150,6 +167,8 @@ class AutoBatch:
     :meth:`rows_per_call` then sizes the later calls to ``budget_bytes``."""
 
     def __init__(self, device: torch.device | str, max_memory: str | int | None = None) -> None:
+        import torch
+
         self.device = torch.device(device)
         self.budget_bytes = budget(self.device, max_memory)
         self.row_peak: int | None = None
