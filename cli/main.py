@@ -131,6 +131,17 @@ def reconstruct(
         help=f"Memory budget of --batch-size auto, e.g. 4GB ({BUDGET_HELP}).",
     ),
     device: str | None = typer.Option(None, "--device", help="cpu, cuda or cuda:N."),
+    dtype: str | None = typer.Option(
+        None,
+        "--dtype",
+        help="Network priors: autocast the network to float32 (default), bfloat16 or float16.",
+    ),
+    compile_net: bool = typer.Option(
+        False, "--compile", help="Network priors: torch.compile the network."
+    ),
+    channels_last: bool = typer.Option(
+        False, "--channels-last", help="Network priors: channels-last inputs."
+    ),
     seed: int | None = typer.Option(None, "--seed", **SEED, help="Run seed."),
     figure: Path | None = typer.Option(None, "--figure", help="Write a PNG comparison."),
     set_: list[str] = typer.Option(
@@ -164,6 +175,9 @@ def reconstruct(
         batch_size=batch_size,
         max_memory=max_memory,
         device=device,
+        dtype=dtype,
+        compile=compile_net or None,
+        channels_last=channels_last or None,
         seed=seed,
         figure=str(figure) if figure else None,
         force=force or None,

@@ -282,6 +282,13 @@ class RunConfig(Frozen):
         "(seed, i, k)",
     )
     n_samples: int = Field(1, ge=1, description="posterior samples per item")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description="network priors: autocast the network to this dtype (sampler state stays "
+        "float32/64)",
+    )
+    channels_last: bool = Field(False, description="network priors: channels-last inputs")
+    compile: bool = Field(False, description="network priors: torch.compile the network")
     coil_estimator: CoilEstimator | None = Field(
         None,
         description=f"multi-coil k-space files: {COIL_ESTIMATOR_HELP} (None: the operator's "

@@ -40,7 +40,7 @@ from recon.config import RunConfig, fingerprint
 from recon.datasets import BenchmarkSet
 from recon.distributed import SINGLE, Context, run_rows
 from recon.errors import UserError
-from recon.pipeline import RunResult, resolve_prior, run
+from recon.pipeline import RunResult, build_prior, resolve_prior, run
 from recon.samplers import SAMPLERS
 
 #: per-pixel credible-interval coverage columns (NaN with one sample per item)
@@ -105,7 +105,7 @@ def evaluate(
         vmax = _truth_volume_max(bench.scan)
         mri = bench.kind.startswith("mri")
         device = ctx.device(cfg.device)
-        prior = cfg.prior.build(device=device) if entry.uses_prior else None
+        prior = build_prior(cfg, device) if entry.uses_prior else None
         keep = cfg.n_samples > 1  # the samples give the credible intervals
         item_cfg = cfg.model_copy(update={"keep_samples": keep, "device": device})
 

@@ -69,6 +69,19 @@ def resolve_prior(cfg: RunConfig, shape: tuple[int, ...]) -> RunConfig:
     return validate(RunConfig, data, source=f"prior {cfg.prior!r}")
 
 
+def build_prior(cfg: RunConfig, device: torch.device | str) -> Any:
+    """The run's prior (``cfg.prior`` resolved) on ``device``, with the network speed options
+    (``dtype``, ``channels_last``, ``compile``: :mod:`recon.priors.speed`)."""
+    from recon.priors.speed import accelerate
+
+    return accelerate(
+        cfg.prior.build(device=str(device)),
+        dtype=cfg.dtype,
+        channels_last=cfg.channels_last,
+        compile=cfg.compile,
+    )
+
+
 def rows_folder(cfg: RunConfig) -> Path | None:
     """Where ``reconstruct`` keeps the finished rows of ``cfg`` until the output is written
     (:func:`recon.distributed.rows_folder`; None without an output). The fingerprint covers
@@ -130,7 +143,7 @@ def run(
         elif built is None:
             if first is not None:
                 run_cfg = resolve_prior(cfg, shape)
-            built = run_cfg.prior.build(device=str(device))
+            built = build_prior(run_cfg, device)
         if built is not None and first is not None:
             _check_prior_shape(built, shape, source)
         return run_cfg, source, built, first

@@ -413,3 +413,37 @@ def test_matrix_free_posterior_on_a_float32_ct_operator():
     post = prior.posterior(ph, y, method="cg")
     dense = prior.posterior(ph, y, method="dense")
     assert torch.allclose(post.mean, dense.mean, atol=1e-4)
+
+
+def test_speed_options_wrap_the_network_only():
+    """bfloat16 autocast and channels-last act on the network inside the adapters (also
+    through ComplexFromReal), return float32 close to the float32 network, leave the caller's
+    denoiser untouched, and are refused for an exact prior."""
+    from recon.errors import UserError
+    from recon.priors import EDMDenoiser, GaussianPrior, UNet, UNetConfig, to_complex
+    from recon.priors.speed import FastNet, accelerate
+
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(channels=1, base=8, mults=(1, 2), blocks=1)).eval()
+    with torch.no_grad():  # the output layer starts at zero: give every weight a value
+        for p in net.parameters():
+            p.normal_(0, 0.2)
+    den = EDMDenoiser(net, sigma_data=0.5, data_range=(-1.0, 1.0))
+    x = torch.rand(3, 1, 8, 8)
+    s = torch.full((3,), 0.3)
+    with torch.no_grad():
+        ref = den(x, s)
+        bf = accelerate(den, dtype="bfloat16")
+        out = bf(x, s)
+        cl = accelerate(den, channels_last=True)(x, s)
+        cplx = accelerate(to_complex(den), dtype="bfloat16")
+        z = cplx(torch.rand(3, 2, 8, 8), s)
+    assert den.net is net and isinstance(bf.net, FastNet)
+    assert out.dtype == torch.float32 and z.dtype == torch.float32
+    assert float((out - ref).abs().max() / ref.abs().max()) < 0.05
+    assert float((out - ref).abs().max()) > 0  # it did run in bfloat16
+    assert torch.allclose(cl, ref, atol=1e-5)
+    assert accelerate(den) is den
+    g = GaussianPrior(torch.zeros(4), torch.ones(4), shape=(4,))
+    with pytest.raises(UserError, match="no network"):
+        accelerate(g, dtype="float16")
