@@ -271,7 +271,7 @@ class RowStore:
 @dataclass
 class RowsDone:
     """What :func:`run_rows` produced: ``rows`` (every row on rank 0; empty elsewhere), how
-    many were ``resumed`` from the store, and the ``rows_per_call`` it settled on."""
+    many were ``resumed`` from the store, and the most rows one call took (this rank's)."""
 
     rows: dict[Key, Row]
     resumed: int
@@ -317,16 +317,18 @@ def run_rows(
     rows = dict(found) if ctx.is_main else {}
     if on_rows is not None and ctx.is_main:
         on_rows(resumed, len(keys))
-    pos, more = 0, True
+    pos, more, largest = 0, True, 0
     while more:  # lock-step rounds until no rank has rows left
+        if auto is not None and auto.measured:
+            size = auto.rows_per_call(len(mine) - pos)
         chunk = mine[pos : pos + size]
+        largest = max(largest, len(chunk))
         pos += len(chunk)
         out: dict[Key, Row] = {}
         err = None
         try:
             if chunk and auto is not None and not auto.measured:
                 out = auto.probe(compute, chunk)
-                size = auto.rows_per_call(len(mine) - pos)
             elif chunk:
                 out = compute(chunk)
             if store is not None:
@@ -349,4 +351,4 @@ def run_rows(
                 on_done(new)
         if on_rows is not None and ctx.is_main:
             on_rows(len(rows), len(keys))
-    return RowsDone(rows, resumed, size)
+    return RowsDone(rows, resumed, largest)

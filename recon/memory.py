@@ -16,6 +16,7 @@ the batch size falls back to :data:`FALLBACK_ROWS`.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -151,15 +152,20 @@ class PeakMeter:
         self.peak = max(top - self._start, 1)
 
 
+#: a call takes at most this fraction of the rows left, so that the progress bar and the
+#: finished-row store advance several times even when the whole run would fit in one call
+MAX_SHARE = 0.25
+
+
 def rows_per_call(peak_per_row: int | None, budget_bytes: int, used: int, rows_left: int) -> int:
     """Rows per sampler call: as many rows of ``peak_per_row`` bytes as the budget holds above
-    the ``used`` bytes (at least 1, at most ``rows_left``); :data:`FALLBACK_ROWS` without a
-    measured peak."""
+    the ``used`` bytes, at most :data:`MAX_SHARE` of ``rows_left`` (at least 1);
+    :data:`FALLBACK_ROWS` without a measured peak."""
     if peak_per_row is None:
         n = FALLBACK_ROWS
     else:
         n = (budget_bytes - used) // peak_per_row
-    return int(max(1, min(n, rows_left)))
+    return int(max(1, min(n, math.ceil(MAX_SHARE * rows_left))))
 
 
 class AutoBatch:

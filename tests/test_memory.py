@@ -30,7 +30,8 @@ def test_parse_size_units_and_refusals():
 
 def test_rows_per_call_from_the_measured_row():
     assert memory.rows_per_call(100, 1000, 200, 50) == 8  # (1000 - 200) // 100
-    assert memory.rows_per_call(100, 1000, 200, 3) == 3  # no more than the rows left
+    assert memory.rows_per_call(100, 10**6, 200, 50) == 13  # a quarter of the rows left
+    assert memory.rows_per_call(100, 1000, 200, 3) == 1
     assert memory.rows_per_call(10**6, 1000, 200, 50) == 1  # over budget: one row at a time
     assert memory.rows_per_call(None, 1000, 200, 50) == memory.FALLBACK_ROWS
 
@@ -68,7 +69,7 @@ def test_batch_size_auto_equals_fixed_and_records_its_choice(tmp_path):
     fixed = run(validate(RunConfig, {**base, "batch_size": 1}))
     assert torch.equal(auto.reconstruction, fixed.reconstruction)
     with h5py.File(tmp_path / "a.h5") as f:
-        assert f.attrs["rows_per_call"] == 5  # 1 probe row, then the other 5 fit 4 GiB
+        assert f.attrs["rows_per_call"] == 2  # probe 1, then ceil(5 / 4) = 2, 1, 1, 1
         rec = dict(f.attrs)
     assert "budget_bytes" in str(rec["memory"])
     tight = run(
