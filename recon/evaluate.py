@@ -126,6 +126,7 @@ def evaluate(
                 "input": res.inputs[0].numpy(),
                 "truth": res.truth[0].numpy(),
             }
+            (out / "items").mkdir(parents=True, exist_ok=True)  # a rank on another node
             io.atomic(
                 out / "items" / f"{i:04d}.npz", True, lambda tmp, a=arrays: np.savez(tmp, **a)
             )
