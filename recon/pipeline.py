@@ -162,6 +162,8 @@ def run(
         return items[i]
 
     def compute(chunk: list[tuple[int, ...]]) -> dict[tuple[int, ...], dict[str, Any]]:
+        for i in [i for i in items if i not in {j for j, _ in chunk}]:
+            del items[i]  # only the chunk's items stay loaded (k-space and coil maps are big)
         chunk_items = [item(i) for i, _ in chunk]
         physics = source.physics(chunk_items, device)
         y = torch.stack([it.y for it in chunk_items]).to(device)
@@ -196,7 +198,7 @@ def run(
     nfe = round(sum(done.rows[key]["nfe"] for key in keys) / max(len(keys), 1))
     means, stds, samples, inputs, truths = [], [], [], [], []
     for i in indices:
-        it = item(i)
+        it = items.pop(i, None) or source.item(i)  # one item loaded at a time
         outs = torch.stack(draws[i])
         if not torch.isfinite(outs).all():
             if store is not None:  # the rows are what they are: a rerun would fail alike
