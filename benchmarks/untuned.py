@@ -64,7 +64,7 @@ def main() -> None:
     print(f"| set | baseline | {head} |")
     print("| --- | --- | " + " | ".join("---" for _ in args.samplers) + " |")
     for name in sets:
-        base = "fbp" if name.startswith("ct_") else "pinv"
+        base = resolve_benchmark(name).baseline
         b = _one(name, base, [], args.out)
         cells = []
         for s in args.samplers:

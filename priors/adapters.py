@@ -139,6 +139,18 @@ class DeepinvDenoiser:
 _DIFFUNET_BUFFERS = ("sqrt_1m_alphas_cumprod", "sqrt_alphas_cumprod")
 
 
+class _DiffUNetEps(nn.Module):
+    """The raw epsilon of deepinv's ``DiffUNet`` at integer timesteps (its 6 output channels:
+    eps and the learned variance; :class:`EpsilonDenoiser` keeps the first C)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
+        return self.net.forward_diffusion(x_t, t)
+
+
 def load_diffunet(
     path: str | Path,
     *,
@@ -146,13 +158,18 @@ def load_diffunet(
     out_channels: int = 6,
     large_model: bool = False,
     device: torch.device | str = "cpu",
-) -> DeepinvDenoiser:
+) -> EpsilonDenoiser:
     """Load a guided-diffusion/ADM checkpoint (e.g. ``ffhq_10m.pt``) into deepinv's ``DiffUNet``.
 
     Local paths only, ``torch.load(..., weights_only=True)`` (no pickle code runs). deepinv's own
     ``DiffUNet(pretrained=path)`` loads strictly before its two schedule buffers exist and so
     fails on its own saved ``state_dict()``; here those buffers are ignored and every other key
     must match exactly.
+
+    The denoiser is the network's own epsilon through :class:`EpsilonDenoiser`
+    (``x0 = u - sigma_u eps``), not deepinv's ``forward_denoise``, which clamps ``x0`` to
+    [-1, 1]: samplers that derive eps from ``x0`` (DDS's renoising, RED-Diff's score) then see
+    the network's eps, as the official codes do, and not one bent by the clamp.
     """
     import deepinv as dinv
 
@@ -174,4 +191,6 @@ def load_diffunet(
             f"{p}: not a DiffUNet checkpoint for in={in_channels}, out={out_channels}, "
             f"large={large_model}: missing {missing[:3]}, unexpected {list(unexpected)[:3]}"
         )
-    return DeepinvDenoiser(net.to(device).eval())
+    net = net.to(device).eval()
+    alphas_cumprod = (net.sqrt_alphas_cumprod.detach().double() ** 2).cpu()
+    return EpsilonDenoiser(_DiffUNetEps(net), alphas_cumprod, data_range=(-1.0, 1.0))

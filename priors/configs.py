@@ -95,7 +95,7 @@ BUILTIN: dict[str, type[Frozen]] = {
 }
 
 #: the prior a run uses when none is given
-DEFAULT_PRIOR = "phantom-gaussian"
+DEFAULT_PRIOR = "generic-patch-gmm"
 
 
 def _network_channels(spec: str) -> int | None:
@@ -167,7 +167,8 @@ def catalogue() -> list[tuple[str, str]]:
 
     rows = []
     for e in manifest():
-        size = f"{e['channels']}x{e['resolution']}x{e['resolution']}"
+        res = e.get("resolution")
+        size = f"{e['channels']}x{res}x{res}" if res else f"{e['channels']}xHxW"
         head = (
             f"{e['kind']:9s} {size:9s} {e['size_bytes'] / 1e6:5.1f} MB  {e.get('description', '')}"
         )

@@ -19,6 +19,7 @@ from recon.errors import UserError
 
 from .covariance import Covariance
 from .gaussian import GaussianMixturePrior, GaussianPrior
+from .patches import PatchMixturePrior
 
 
 def _cov_tensors(prefix: str, cov: Covariance) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -65,8 +66,8 @@ def save_exact_prior(prior: GaussianPrior | GaussianMixturePrior, path: str | Pa
 
 def load_exact_prior(
     path: str | Path, *, device: torch.device | str = "cpu"
-) -> GaussianPrior | GaussianMixturePrior:
-    """Read a prior written by :func:`save_exact_prior`."""
+) -> GaussianPrior | GaussianMixturePrior | PatchMixturePrior:
+    """Read a prior written by :func:`save_exact_prior` or :meth:`PatchMixturePrior.save`."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: prior file not found")
@@ -77,6 +78,8 @@ def load_exact_prior(
     except (SafetensorError, OSError) as exc:
         raise UserError(f"{p}: not a readable safetensors file ({exc})") from None
     kind = meta.get("recon_prior")
+    if kind == "patch-mixture":
+        return PatchMixturePrior.from_file(tensors, meta).to(device)
     if kind not in ("gaussian", "mixture"):
         raise UserError(f"{p}: not a recon exact-prior file (metadata recon_prior={kind!r})")
     shape = tuple(json.loads(meta["shape"]))

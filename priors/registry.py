@@ -8,8 +8,11 @@ Bundled priors live in ``data/priors/`` next to ``manifest.json``, one entry per
  "description": "...", "card": "digits-32/model_card.json", "metrics": {...}}
 ```
 
-``kind`` is ``edm-unet`` (a :class:`recon.priors.unet.UNet` trained by ``recon train-prior``),
-``gaussian`` or ``gmm`` (exact priors fitted to data, :func:`recon.priors.load_exact_prior`).
+``kind`` is ``edm-unet`` (a :class:`recon.priors.unet.UNet` trained by ``recon train-prior``;
+a patch network serves any size), ``gaussian`` or ``gmm`` (exact priors fitted to data,
+:func:`recon.priors.load_exact_prior`) or ``patch-gmm`` (an exact mixture on patches that
+serves any size, :class:`recon.priors.patches.PatchMixturePrior`). ``resolution`` is null for
+priors of any size.
 :func:`load` verifies the sha256 before reading and raises a one-line error on a missing file
 or a mismatch.
 
@@ -79,7 +82,7 @@ def _load_file(path: Path, kind: str | None, device: torch.device | str) -> Any:
     from .io import load_exact_prior
     from .train import FORMAT, load_network
 
-    if kind in ("gaussian", "gmm"):
+    if kind in ("gaussian", "gmm", "patch-gmm"):
         return load_exact_prior(path, device=device)
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -88,7 +91,7 @@ def _load_file(path: Path, kind: str | None, device: torch.device | str) -> Any:
         raise PriorError(f"{path}: not a readable safetensors file ({exc})") from None
     if meta.get("format") == FORMAT:
         return load_network(path, device=device)
-    if meta.get("recon_prior") in ("gaussian", "mixture"):
+    if meta.get("recon_prior") in ("gaussian", "mixture", "patch-mixture"):
         return load_exact_prior(path, device=device)
     raise PriorError(
         f"{path}: unknown safetensors content (no recon prior metadata); for other networks "

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -51,7 +51,8 @@ class TrainConfig(BaseModel):
     data: tuple[str, ...] = Field(
         ("digits",),
         min_length=1,
-        description="sources: 'digits', 'phantoms', an HDF5 file (dataset 'images'), a PNG folder",
+        description="sources: 'digits', 'phantoms', 'generic' (recon.corpus), an HDF5 file "
+        "(dataset 'images'), a PNG folder, a DICOM series or a NIfTI volume",
     )
     resolution: int = Field(32, ge=8)
     unet: UNetConfig = UNetConfig()
@@ -69,6 +70,32 @@ class TrainConfig(BaseModel):
     checkpoint_every: int = Field(250, ge=1)
     sample_grid: int = Field(16, ge=1, description="images in each checkpoint's sample grid")
     seed: int = 0
+    patch_sizes: tuple[int, ...] = Field(
+        (),
+        description="patch diffusion (Wang et al. 2023): train on random crops, one size per "
+        "step drawn uniformly from these, with coordinate channels (needs unet.coords); "
+        "empty: whole images",
+    )
+
+    @model_validator(mode="after")
+    def _patches(self) -> TrainConfig:
+        if bool(self.patch_sizes) != self.unet.coords:
+            raise ValueError(
+                "patch_sizes and unet.coords go together (patch diffusion: --patch sets both)"
+            )
+        step = 2 ** (len(self.unet.mults) - 1)
+        for p in self.patch_sizes:
+            if p > self.resolution or p % step:
+                raise ValueError(
+                    f"patch size {p} must be at most the resolution {self.resolution} and a "
+                    f"multiple of {step} (the UNet's downsampling)"
+                )
+        return self
+
+    @property
+    def tile(self) -> int:
+        """The size the network denoises at: the largest patch, or the whole image."""
+        return max(self.patch_sizes, default=self.resolution)
 
 
 PRESETS: dict[str, TrainConfig] = {
@@ -86,6 +113,17 @@ PRESETS: dict[str, TrainConfig] = {
         unet=UNetConfig(channels=1, base=16, mults=(1, 2, 4, 4), blocks=1),
         augment=("hflip",),
     ),
+    "generic-patch": TrainConfig(
+        name="generic-patch",
+        data=("generic",),
+        resolution=64,
+        unet=UNetConfig(channels=1, base=16, mults=(1, 2, 4, 4), blocks=1, coords=True),
+        patch_sizes=(16, 32, 64),
+        augment=("hflip",),
+        batch_size=32,
+        steps=20000,
+        ema_halflife=1000,
+    ),
 }
 
 SOURCE_NOTES = {
@@ -94,7 +132,11 @@ SOURCE_NOTES = {
     "zero-padded to 32x32, [0, 1]",
     "phantoms": "recon.phantoms.random_phantom: seeded random head-like ellipse phantoms with "
     "bias field and texture, drawn fresh for every batch (ids disjoint from the benchmark seeds)",
+    "generic": "recon.corpus (no download; a pool of 8192 images, seed 1): ",
 }
+
+#: images in the pool the 'generic' source draws from (made once at the start, ~1 min)
+GENERIC_POOL = 8192
 
 # phantom ids used for training start here; benchmark and held-out sets use seed * 1_000_003 + i
 # with small seeds (< 10^6), far below
@@ -113,6 +155,10 @@ class _Source:
             from recon.digits import load_digits
 
             self.images = load_digits("train", size=resolution)[0]
+        elif spec == "generic":
+            from recon.corpus import generic_images
+
+            self.images = generic_images(GENERIC_POOL, resolution, seed=1)
         elif spec != "phantoms":
             from recon.io import read_images
 
@@ -173,6 +219,23 @@ def make_batch(cfg: TrainConfig, sources: list[_Source], step: int) -> Tensor:
         if sel.numel():
             x[sel] = src.draw(step * cfg.batch_size + sel, g)
     return _augment(x, cfg.augment, g)
+
+
+def patch_batch(cfg: TrainConfig, x: Tensor, step: int) -> tuple[Tensor, Tensor]:
+    """Patch diffusion's crops of a batch x (B, C, R, R) for ``step``: one size drawn uniformly
+    from ``cfg.patch_sizes``, a random position per image; returns the crops (B, C, p, p) and
+    their coordinate channels (B, 2, p, p) (:func:`recon.priors.patches.pixel_coords`)."""
+    from .patches import pixel_coords
+
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step + (1 << 32))
+    p = cfg.patch_sizes[int(torch.randint(0, len(cfg.patch_sizes), (), generator=g))]
+    b, _, r, _ = x.shape
+    top = torch.randint(0, r - p + 1, (b,), generator=g)
+    left = torch.randint(0, r - p + 1, (b,), generator=g)
+    crops = torch.stack(
+        [x[i, :, t : t + p, s : s + p] for i, (t, s) in enumerate(zip(top, left, strict=True))]
+    )
+    return crops, pixel_coords(top, left, p, r, r)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -305,9 +368,19 @@ def _load_opt(opt: torch.optim.Optimizer, tensors: dict[str, Tensor]) -> None:
     opt.load_state_dict(sd)
 
 
-def load_network(path: str | Path, *, device: torch.device | str = "cpu") -> EDMDenoiser:
+def _denoiser(net: UNet, sigma_data: float, coords: bool, tile: int) -> Any:
+    if coords:
+        from .patches import PatchNetworkDenoiser
+
+        return PatchNetworkDenoiser(net, sigma_data=sigma_data, tile=tile)
+    return EDMDenoiser(net, sigma_data=sigma_data, data_range=(-1.0, 1.0))
+
+
+def load_network(path: str | Path, *, device: torch.device | str = "cpu") -> Any:
     """Load exported EMA weights (``prior.safetensors`` of this format) as a denoiser on [0, 1]
-    images. The returned object has ``shape`` (C, H, W) and ``net`` (the :class:`UNet`)."""
+    images, with ``net`` (the :class:`UNet`). A whole-image network has ``shape`` (C, H, W);
+    a patch network (``unet.coords``) is a :class:`recon.priors.patches.PatchNetworkDenoiser`
+    and serves any size."""
     from safetensors import safe_open
 
     p = Path(path)
@@ -318,9 +391,10 @@ def load_network(path: str | Path, *, device: torch.device | str = "cpu") -> EDM
     net = UNet(UNetConfig.model_validate_json(meta["unet"]))
     net.load_state_dict(load_file(str(p)))
     net.eval().requires_grad_(False).to(device)
-    den = EDMDenoiser(net, sigma_data=float(meta["sigma_data"]), data_range=(-1.0, 1.0))
     res = int(meta["resolution"])
-    den.shape = (net.config.channels, res, res)
+    den = _denoiser(net, float(meta["sigma_data"]), net.config.coords, int(meta.get("tile", res)))
+    if not net.config.coords:
+        den.shape = (net.config.channels, res, res)
     return den
 
 
@@ -484,7 +558,13 @@ def train_prior(
         t0 = time.perf_counter()
         x0 = make_batch(cfg, sources, step)
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step + (1 << 31))
-        loss = edm_loss(den, x0, cfg, g, rows)
+        step_den = den
+        if cfg.patch_sizes:
+            from .patches import coord_denoiser
+
+            x0, coords = patch_batch(cfg, x0, step)
+            step_den = coord_denoiser(model, coords[rows], cfg.sigma_data)
+        loss = edm_loss(step_den, x0, cfg, g, rows)
         opt.zero_grad(set_to_none=True)
         loss.backward()  # DistributedDataParallel averages the gradients of the ranks here
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
@@ -522,6 +602,14 @@ def train_prior(
     return card
 
 
+def _source_note(spec: str) -> str:
+    if spec == "generic":
+        from recon.corpus import corpus_notes
+
+        return SOURCE_NOTES[spec] + "; ".join(corpus_notes())
+    return SOURCE_NOTES.get(spec, f"user images: {spec}")
+
+
 def export(
     out: Path,
     cfg: TrainConfig,
@@ -539,10 +627,11 @@ def export(
         "unet": cfg.unet.model_dump_json(),
         "sigma_data": str(cfg.sigma_data),
         "resolution": str(cfg.resolution),
+        "tile": str(cfg.tile),
         "name": cfg.name,
     }
     _atomic_save(dict(ema.state_dict()), weights, meta)
-    den = EDMDenoiser(ema, sigma_data=cfg.sigma_data, data_range=(-1.0, 1.0))
+    den = _denoiser(ema, cfg.sigma_data, cfg.unet.coords, cfg.tile)
     ema.eval()
     grid = sample_prior(
         den,
@@ -568,7 +657,7 @@ def export(
         "units (sigma_data = sigma_u / 2)",
         "architecture": {"class": "recon.priors.unet.UNet", **cfg.unet.model_dump(mode="json")},
         "n_params": n_params,
-        "training_data": [SOURCE_NOTES.get(s, f"user images: {s}") for s in cfg.data],
+        "training_data": [_source_note(s) for s in cfg.data],
         "recipe": cfg.model_dump(mode="json"),
         "steps": step,
         "wall_time_s": round(wall_s, 1),

@@ -41,6 +41,11 @@ class UNetConfig(BaseModel):
     mults: tuple[int, ...] = Field((1, 2, 2), min_length=1, description="width per level")
     blocks: int = Field(1, ge=1, description="residual blocks per level")
     attention: bool = Field(True, description="self-attention in the middle (lowest level)")
+    coords: bool = Field(
+        False,
+        description="patch diffusion: two extra input channels with each pixel's normalised "
+        "coordinates in the whole image (Wang et al. 2023)",
+    )
 
 
 def _norm(ch: int) -> nn.GroupNorm:
@@ -93,7 +98,8 @@ class UNet(nn.Module):
     Args:
         config: the architecture.
 
-    Shapes: ``x_in (B, channels, H, W)`` with H and W divisible by ``2 ** (len(mults) - 1)``,
+    Shapes: ``x_in (B, channels, H, W)`` (``channels + 2`` with ``coords``: the row and column
+    coordinate channels last) with H and W divisible by ``2 ** (len(mults) - 1)``,
     ``c_noise (B,)``; returns ``(B, channels, H, W)``.
     """
 
@@ -103,7 +109,7 @@ class UNet(nn.Module):
         self.config = cfg
         base, emb = cfg.base, 4 * cfg.base
         self.emb = nn.Sequential(nn.Linear(base, emb), nn.SiLU(), nn.Linear(emb, emb))
-        self.conv_in = nn.Conv2d(cfg.channels, base, 3, padding=1)
+        self.conv_in = nn.Conv2d(cfg.channels + 2 * cfg.coords, base, 3, padding=1)
         widths = [base * m for m in cfg.mults]
         self.down = nn.ModuleList()
         skips, ch = [base], base

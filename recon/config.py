@@ -320,11 +320,18 @@ def fingerprint(
 ) -> str:
     """A 16-hex-digit hash of what determines ``cfg``'s results: every field but
     :data:`RESULT_NEUTRAL` and ``exclude``, plus ``extra`` values. Results made under equal
-    fingerprints may be reused (``evaluate``'s items, ``reconstruct``'s finished rows)."""
+    fingerprints may be reused (``evaluate``'s items, ``reconstruct``'s finished rows). A
+    sampler without a prior (pinv, fbp, tv) leaves out the prior and the network options,
+    which cannot change its results."""
     import hashlib
     import json
 
-    d = cfg.model_dump(mode="json", exclude=set(RESULT_NEUTRAL | set(exclude)))
+    from recon.samplers import SAMPLERS
+
+    skip = set(RESULT_NEUTRAL | set(exclude))
+    if not SAMPLERS[cfg.sampler.name].uses_prior:
+        skip |= {"prior", "dtype", "channels_last", "compile"}
+    d = cfg.model_dump(mode="json", exclude=skip)
     d.update(extra)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 

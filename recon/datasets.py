@@ -47,6 +47,12 @@ class BenchmarkSet:
     n_items: int
 
     @property
+    def baseline(self) -> str:
+        """The classical baseline a sampler has to beat here: FBP on CT, else the
+        pseudo-inverse (zero filling on MRI)."""
+        return "fbp" if self.kind == "ct" else "pinv"
+
+    @property
     def scan(self) -> Path:
         committed = self.path / "scan.h5"
         if committed.is_file():

@@ -146,6 +146,14 @@ def run(
             built = build_prior(run_cfg, device)
         if built is not None and first is not None:
             _check_prior_shape(built, shape, source)
+        if (
+            built is not None
+            and entry.kind == "exact"
+            and getattr(built, "posterior", None) is None
+        ):
+            from recon.samplers.baselines import NEEDS_EXACT_PRIOR
+
+            raise UserError(NEEDS_EXACT_PRIOR)
         return run_cfg, source, built, first
 
     entry = SAMPLERS[cfg.sampler.name]

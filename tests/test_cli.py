@@ -226,11 +226,16 @@ def test_internal_error_is_one_line_exit_1_and_traceback_only_with_debug(tmp_pat
             assert exc.value.code == 1
 
 
-def test_evaluate_reports_coverage_and_exact_runs_with_the_default_prior(tmp_path):
-    """`--sampler exact` reaches the exact prior through the pipeline's NFE counter (it used to
-    be hidden by it), and 2+ samples give per-pixel coverage and a calibration curve."""
+def test_evaluate_reports_coverage_and_exact_runs_with_an_exact_prior(tmp_path):
+    """`--sampler exact` reaches an exact prior through the pipeline's NFE counter (it used to
+    be hidden by it), and 2+ samples give per-pixel coverage and a calibration curve. The
+    default prior (a patch prior of any size) is not exact: one line names the way out."""
     out = tmp_path / "res"
     args = ["evaluate", "-b", "phantom_inpaint_70", "-o", str(out), "--sampler", "exact"]
+    r = runner.invoke(app, [*args, "--samples", "3"])
+    # a UserError (main() turns it into one line and exit 2), raised before any item runs
+    assert "--prior phantom-gaussian" in str(r.exception), r.output
+    args += ["--prior", "phantom-gaussian"]  # a corrected rerun into the same folder
     r = runner.invoke(app, [*args, "--samples", "3", "--set", "sampler.method=cg"])
     assert r.exit_code == 0, r.output
     summary = json.loads((out / "results.json").read_text())

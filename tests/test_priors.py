@@ -352,7 +352,9 @@ def test_exact_prior_file_round_trip(kind, gen, tmp_path):
 
 def test_load_diffunet_from_a_local_checkpoint(tmp_path, gen):
     """A guided-diffusion-format DiffUNet state dict (random weights) loads from a path, and
-    deepinv's own saved state_dict (with its two schedule buffers) loads too."""
+    deepinv's own saved state_dict (with its two schedule buffers) loads too. The denoiser uses
+    the network's eps unclamped: it equals deepinv's (clamped) estimate wherever that is inside
+    (0, 1), and goes outside where deepinv clamps (a random network's x0 often does)."""
     import deepinv as dinv
 
     from recon.priors import load_diffunet
@@ -365,12 +367,15 @@ def test_load_diffunet_from_a_local_checkpoint(tmp_path, gen):
     with torch.no_grad():
         a = den(x, torch.tensor([0.1]))
         b = net(x, torch.tensor([0.1]), type_t="noise_level")
-    assert torch.allclose(a, b, atol=1e-5)
+    inside = (b > 1e-4) & (b < 1 - 1e-4)
+    assert inside.float().mean() > 0.2
+    assert torch.allclose(a[inside], b[inside], atol=2e-3)
+    assert torch.allclose(a.clamp(0, 1), b, atol=2e-3)
     from recon.priors import PriorError, load_checkpoint
 
     via_registry = load_checkpoint(path, format="adm")
     with torch.no_grad():
-        assert torch.allclose(via_registry(x, torch.tensor([0.1])), b, atol=1e-5)
+        assert torch.equal(via_registry(x, torch.tensor([0.1])), a)
     bad = tmp_path / "bad.pt"
     torch.save({"weight": torch.zeros(2)}, bad)
     with pytest.raises(ValueError, match="not a DiffUNet checkpoint"):

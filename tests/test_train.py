@@ -226,3 +226,31 @@ def test_train_prior_cli(tiny_data, tmp_path):
         assert key in card
     r = CliRunner().invoke(app, ["train-prior", str(out), "--preset", "nope"])
     assert r.exit_code != 0
+
+
+def test_train_prior_patch_cli_gives_a_prior_of_any_size(tmp_path):
+    """``--patch``: crops of 1/4, 1/2 and the full resolution with coordinate channels, on the
+    generic corpus; the exported prior denoises odd and non-square images."""
+    import recon.priors.train as T
+    from recon.priors import load
+    from recon.priors.patches import PatchNetworkDenoiser
+
+    out = tmp_path / "patch"
+    args = ["train-prior", str(out), "--patch", "--data", "generic", "--resolution", "16"]
+    sets = ["--set", "unet.base=8", "--set", "unet.mults=[1,2]", "--set", "checkpoint_every=2"]
+    sets += ["--set", "sample_grid=2", "--steps", "2", "--batch-size", "4", "--threads", "1"]
+    pool = T.GENERIC_POOL
+    T.GENERIC_POOL = 8  # a small pool of corpus images for the test
+    try:
+        r = CliRunner().invoke(app, [*args, *sets])
+    finally:
+        T.GENERIC_POOL = pool
+    assert r.exit_code == 0, r.output
+    card = json.loads((out / "model_card.json").read_text())
+    assert card["recipe"]["patch_sizes"] == [4, 8, 16] and card["architecture"]["coords"]
+    assert any("dead leaves" in line for line in card["training_data"])
+    den = load(out)
+    assert isinstance(den, PatchNetworkDenoiser) and not hasattr(den, "shape")
+    for shape in [(1, 1, 13, 9), (2, 1, 40, 24)]:
+        y = den(torch.rand(shape), torch.full((shape[0],), 0.2))
+        assert y.shape == shape and torch.isfinite(y).all()

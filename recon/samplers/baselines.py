@@ -44,6 +44,14 @@ def sample_pinv(
         return x
 
 
+#: the one-line refusal of a prior without a closed-form posterior (also raised up front by
+#: the pipeline, before any work)
+NEEDS_EXACT_PRIOR = (
+    "sampler 'exact' needs an exact whole-image prior (GaussianPrior or GaussianMixturePrior, "
+    "e.g. --prior phantom-gaussian); patch priors and networks have no closed-form posterior"
+)
+
+
 def sample_exact(
     denoiser: Denoiser,
     y: Tensor,
@@ -66,9 +74,7 @@ def sample_exact(
     del x_init
     posterior_fn = getattr(denoiser, "posterior", None)
     if posterior_fn is None:
-        raise SamplerInputError(
-            "sampler 'exact' needs an exact prior (GaussianPrior or GaussianMixturePrior)"
-        )
+        raise SamplerInputError(NEEDS_EXACT_PRIOR)
     s_y = measurement_sigma(physics, sigma_y)
     streams = make_streams(generator, y.shape[0], torch.device("cpu"))
     kw = {"method": method} if "method" in posterior_fn.__code__.co_varnames else {}
