@@ -19,6 +19,8 @@ from recon.priors.patches import (
     pixel_coords,
 )
 
+F64 = torch.float64
+
 
 def _ar1(n: int, rho: float) -> torch.Tensor:
     i = torch.arange(n, dtype=torch.float64)
@@ -232,3 +234,20 @@ def test_extract_patches_positions():
     # each patch is a contiguous block: rows differ by the width, columns by one
     assert torch.all(p[:, 0, 1:, :] - p[:, 0, :-1, :] == 5)
     assert torch.all(p[:, 0, :, 1:] - p[:, 0, :, :-1] == 1)
+
+
+def test_separate_dc_gives_every_component_the_shared_dc_gaussian():
+    """EPLL's DC handling: patches with random brightness; the fitted components all carry
+    the DC's sample mean and, along the all-ones direction, its variance (times d)."""
+    g = torch.Generator().manual_seed(3)
+    n, p = 4000, 2
+    ac = 0.05 * torch.randn(n, 1, p, p, dtype=torch.float64, generator=g)
+    ac = ac - ac.mean(dim=(1, 2, 3), keepdim=True)
+    dc = 0.5 + 0.2 * torch.randn(n, 1, 1, 1, dtype=torch.float64, generator=g)
+    fit = PatchMixturePrior.fit(ac + dc, 2, n_iter=5, generator=g, separate_dc=True)
+    assert torch.allclose(
+        fit.means.mean(1), torch.full((2,), float(dc.mean()), dtype=F64), atol=1e-6
+    )
+    u = torch.full((p * p,), 0.5, dtype=torch.float64)  # unit vector along the DC
+    var_dc = torch.einsum("d,kde,e->k", u, fit.covs, u)
+    assert torch.allclose(var_dc, torch.full((2,), p * p * float(dc.var()), dtype=F64), rtol=1e-3)
