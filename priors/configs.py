@@ -95,7 +95,7 @@ BUILTIN: dict[str, type[Frozen]] = {
 }
 
 #: the prior a run uses when none is given
-DEFAULT_PRIOR = "generic-patch-gmm"
+DEFAULT_PRIOR = "generic-patch"
 
 
 def _network_channels(spec: str) -> int | None:

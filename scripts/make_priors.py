@@ -9,8 +9,8 @@ Stages (each optional; the manifest is rewritten at the end from what is on disk
                         patches of the generic corpus (recon.corpus; minutes)
   --bundle NAME=DIR     copy a `recon train-prior` folder (prior.safetensors, model_card.json,
                         last sample grid) into data/priors/NAME
-  --denoise             measure denoising PSNR gains on held-out images for every prior and
-                        write them into the model cards
+  --denoise [PRIOR ...] measure denoising PSNR gains on held-out images for every prior (or
+                        those named) and write them into the model cards
   --benchmarks          run `recon evaluate` for each prior's benchmark tasks (DDS and DPS) and
                         the data-fitted / TV baselines, write the numbers into the cards
 
@@ -171,9 +171,11 @@ def _update_card(name: str, key: str, value) -> None:
     p.write_text(json.dumps(card, indent=2) + "\n")
 
 
-def denoise_all() -> None:
+def denoise_all(only: list[str] | None = None) -> None:
     write_manifest()
     for e in json.loads((PRIORS / "manifest.json").read_text())["priors"]:
+        if only and e["name"] not in only:
+            continue
         den = load(e["name"])
         imgs = _held_out(e["resolution"]).to(torch.float32)
         with torch.no_grad():
@@ -316,7 +318,7 @@ def main() -> None:
     ap.add_argument("--fit", action="store_true")
     ap.add_argument("--fit-generic", action="store_true")
     ap.add_argument("--bundle", nargs="*", default=[], metavar="NAME=DIR")
-    ap.add_argument("--denoise", action="store_true")
+    ap.add_argument("--denoise", nargs="*", default=None, metavar="PRIOR")
     ap.add_argument("--benchmarks", nargs="*", default=None, metavar="PRIOR")
     ap.add_argument("--samplers", nargs="+", default=["dds", "dps"])
     ap.add_argument("--collect", nargs="*", default=None, metavar="PRIOR")
@@ -329,8 +331,8 @@ def main() -> None:
     for item in args.bundle:
         name, src = item.split("=", 1)
         bundle(name, Path(src))
-    if args.denoise:
-        denoise_all()
+    if args.denoise is not None:
+        denoise_all(args.denoise or None)
     if args.benchmarks is not None:
         benchmarks(args.benchmarks or list(TASKS), args.samplers)
     if args.collect is not None:
