@@ -38,8 +38,7 @@ from torch import Tensor
 
 from .adapters import EDMDenoiser
 from .base import as_sigma
-
-LOG2PI = math.log(2 * math.pi)
+from .covariance import LOG2PI
 
 
 def _pad(x: Tensor, pads: tuple[int, int, int, int]) -> Tensor:
