@@ -142,6 +142,14 @@ def reconstruct(
     channels_last: bool = typer.Option(
         False, "--channels-last", help="Network priors: channels-last inputs."
     ),
+    sigma_y: float | None = typer.Option(
+        None,
+        "--sigma-y",
+        min=0.0,
+        help="Measurement noise std in the scan's units (fastMRI: k-space). Default: the "
+        "file's record; fastMRI files have none, so it is estimated from the data (readout "
+        "oversampling, else the k-space periphery). The output's attr 'noise' says which.",
+    ),
     seed: int | None = typer.Option(None, "--seed", **SEED, help="Run seed."),
     figure: Path | None = typer.Option(None, "--figure", help="Write a PNG comparison."),
     set_: list[str] = typer.Option(
@@ -178,6 +186,7 @@ def reconstruct(
         dtype=dtype,
         compile=compile_net or None,
         channels_last=channels_last or None,
+        sigma_y=sigma_y,
         seed=seed,
         figure=str(figure) if figure else None,
         force=force or None,

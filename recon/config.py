@@ -289,6 +289,12 @@ class RunConfig(Frozen):
     )
     channels_last: bool = Field(False, description="network priors: channels-last inputs")
     compile: bool = Field(False, description="network priors: torch.compile the network")
+    sigma_y: float | None = Field(
+        None,
+        ge=0.0,
+        description="measurement noise std in the scan file's units (fastMRI: k-space); "
+        "None: the file's record, else (fastMRI) estimated from the data",
+    )
     coil_estimator: CoilEstimator | None = Field(
         None,
         description=f"multi-coil k-space files: {COIL_ESTIMATOR_HELP} (None: the operator's "
@@ -380,4 +386,11 @@ def run_config(
             data[section]["name"] = RunConfig.model_fields[section].default_factory().name
     given = any(v is not None for v in values.values()) or bool(overrides)
     source = "command line" if path is None else f"{path} + command line" if given else str(path)
+    op = data.get("operator")
+    if isinstance(op, dict) and "name" not in op:
+        raise ConfigError(
+            f"{source}: operator.{next(iter(op), 'name')} without operator.name: an operator "
+            "config is whole (name and fields; the scan's own operator is used when there is "
+            "none); for the noise level of a scan use --sigma-y (sigma_y in a config)"
+        )
     return validate(RunConfig, data, source=source)

@@ -7,8 +7,10 @@ items (slices or images) through the sampler in chunks of ``batch_size`` rows, e
 ``(seed, i, k)``, and its operator is built from item i's own inputs (mask, coil maps), so an
 item's result depends neither on the batch size nor on which other items ran.
 
-fastMRI k-space is scaled per slice so that the zero-filled magnitude image peaks at 1 (priors
+fastMRI k-space is scaled per volume so that the zero-filled magnitude image peaks at 1 (priors
 work in [0, 1] units); outputs are scaled back, so ``reconstruction`` is in the file's units.
+The measurement noise std (``--sigma-y``, the file's record, or estimated from a fastMRI file's
+data: :class:`recon.sources.Noise`) is recorded in the ``noise`` attr.
 """
 
 from __future__ import annotations
@@ -259,6 +261,7 @@ def run(
         "rows_resumed": done.resumed,
         "rows_per_call": done.rows_per_call,
         "metric_convention": metrics.CONVENTIONS[convention],
+        "noise": source.noise.record(),
     }
     if isinstance(batch, AutoBatch):
         attrs["memory"] = batch.record()
@@ -276,7 +279,14 @@ def run(
         reconstruction=recon_t,
         std=std_t if cfg.n_samples > 1 else None,
         samples=torch.stack(samples) if cfg.keep_samples else None,
-        extras={"zero_filled" if convention == "fastmri" else "pinv": input_t},
+        extras={
+            "zero_filled" if convention == "fastmri" else "pinv": input_t,
+            **(
+                {"noise_std_per_coil": torch.from_numpy(source.noise.per_coil)}
+                if source.noise.per_coil is not None
+                else {}
+            ),
+        },
         attrs=attrs,
         rows=fig_rows,
         captions=captions,

@@ -3,8 +3,10 @@
 A :class:`Source` turns a scan file into :class:`Item` s (measurement, ground truth,
 per-item operator inputs, scale) and builds the operator for a chunk of rows. fastMRI k-space is
 prepared by :func:`prepare_kspace` (shared with active acquisition): coil maps from the ACS,
-scaled so that the zero-filled magnitude image peaks at 1 (priors work in [0, 1] units);
-outputs are scaled back, so results are in the file's units.
+scaled once per volume so that the zero-filled magnitude image peaks at 1 over the volume
+(priors work in [0, 1] units); outputs are scaled back, so results are in the file's units.
+The noise std comes from ``--sigma-y``, the file's record, or (fastMRI's files record none) an
+estimate from the data (:func:`noise_std`); :class:`Noise` says which.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class Source:
     operator: O.OperatorConfigBase
     n_items: int
     indices: list[int]
+    noise: Noise
 
     def check(self, f: Any, indices: list[int]) -> None:
         """Validate the selected items before any work (bad values fail early); ``f`` is the
@@ -144,6 +147,97 @@ def prepare_kspace(
     return PreparedSlice(y if multicoil else y[:, 0], inputs, scale)
 
 
+def _ifft1c(k: Tensor, dim: int) -> Tensor:
+    """Centred orthonormal inverse 1-D FFT along ``dim``."""
+    k = torch.fft.ifftshift(k, dim=dim)
+    return torch.fft.fftshift(torch.fft.ifft(k, dim=dim, norm="ortho"), dim=dim)
+
+
+#: the robust std of zero-mean Gaussian values from the median of their magnitudes
+_MAD_TO_STD = 1.0 / 0.6744897501960817
+
+
+def noise_std(k: Tensor, columns: Tensor, recon_h: int) -> tuple[Tensor, str]:
+    """The noise std per coil of one slice of k-space, from the part of the data that holds
+    only noise; per real component, in k-space units.
+
+    With readout oversampling (the reconstruction window ``recon_h`` at most half the readout
+    ``H``, fastMRI's 320 of 640), the image outside the window along the readout is empty:
+    the centred 1-D inverse FFT along the readout of the measured columns (hybrid space,
+    orthonormal, so the noise std is unchanged) is noise there. Of each outer band only its
+    middle half is used, away from the object's edge and from the receiver filter's roll-off
+    at the edge of the field of view. Without such bands the outer eighths of the readout
+    frequencies (k-space periphery) are used; they hold some signal, so the estimate is an
+    upper bound there. The std is ``1.4826 * median(|v|)`` over real and imaginary parts
+    (zero-mean Gaussian noise; robust to a few object pixels).
+
+    Args:
+        k: complex k-space (coils, H, W) on the encoded grid (coils = 1 single-coil).
+        columns: boolean (W,), the measured phase-encode columns.
+        recon_h: height of the reconstruction window along the readout (axis -2).
+
+    Returns:
+        The std per coil (coils,) float64 and the rule used (``"readout oversampling"`` or
+        ``"k-space periphery"``).
+    """
+    km = k[..., columns]  # (coils, H, m)
+    h = k.shape[-2]
+    top = O.crop_box((h, 1), (recon_h, 1))[0]  # fastMRI's window geometry
+    bottom = h - top - recon_h
+    if min(top, bottom) >= 8:
+        hybrid = _ifft1c(km, dim=-2)
+        bands = [
+            hybrid[:, top // 4 : 3 * top // 4],
+            hybrid[:, h - 3 * bottom // 4 : h - bottom // 4],
+        ]
+        rule = "readout oversampling"
+    else:
+        n = max(h // 8, 1)
+        bands = [km[:, :n], km[:, h - n :]]
+        rule = "k-space periphery"
+    v = torch.cat([b.reshape(b.shape[0], -1) for b in bands], dim=1)
+    v = torch.cat([v.real, v.imag], dim=1).abs().double()
+    return v.median(dim=1).values * _MAD_TO_STD, rule
+
+
+@dataclass
+class Noise:
+    """The measurement noise a run assumes, and where it came from (recorded in the output).
+
+    Attributes:
+        sigma_y: std per real component in the sampler's (scaled) units.
+        file_units: the same std in the file's units (k-space, sinogram, measurements).
+        origin: where it came from: ``--sigma-y``, ``operator.sigma_y`` (a config), the
+            file's record, an estimate from the data, or none (0).
+        per_coil: fastMRI: the estimated std per slice and coil (slices, coils) in the
+            file's units (NaN for a slice with NaN/Inf values).
+    """
+
+    sigma_y: float
+    file_units: float
+    origin: str
+    per_coil: np.ndarray | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The output file's ``noise`` attr."""
+        return {
+            "sigma_y": self.sigma_y,
+            "sigma_y_file_units": self.file_units,
+            "origin": self.origin,
+        }
+
+
+def _recorded_sigma(attrs: dict[str, Any]) -> float | None:
+    """The noise std a file records in its ``operator`` attr (``recon simulate`` writes it;
+    fastMRI's files have none)."""
+    try:
+        op = json.loads(attrs.get("operator", "{}"))
+        value = op.get("sigma_y") if isinstance(op, dict) else None
+        return float(value) if value is not None and np.isfinite(float(value)) else None
+    except (TypeError, ValueError):
+        return None
+
+
 class FastMRISource(Source):
     """fastMRI k-space (single- or multi-coil); see :mod:`recon.io`."""
 
@@ -152,12 +246,12 @@ class FastMRISource(Source):
         f: Any,
         override: O.OperatorConfigBase | None,
         coil_estimator: str | None = None,
+        sigma_y: float | None = None,
     ) -> None:
         self.info = info = io.fastmri_info(f)
         self.kind = "mri_multicoil" if info.multicoil else "mri"
         self.n_items = info.n_slices
         h, w = info.shape
-        sigma_y = override.sigma_y if override is not None else 0.0
         if info.mask is not None:
             mask = info.mask
         else:
@@ -192,11 +286,12 @@ class FastMRISource(Source):
                     f"({info.n_slices}, {self.recon_size[0]}, {self.recon_size[1]}), the "
                     "reconstruction grid (ismrmrd_header reconSpace, within the k-space grid)"
                 )
+        self.scale, self.noise = self._volume(f, override, sigma_y)
         common = dict(
             img_size=self.recon_size,
             encoded_size=(h, w) if self.recon_size != (h, w) else None,
             mask="given",
-            sigma_y=sigma_y,
+            sigma_y=self.noise.sigma_y,
             acceleration=min(max(acc, 2.0), 12.0),
             center_fraction=min(self.num_low / w, 0.99),
         )
@@ -209,6 +304,45 @@ class FastMRISource(Source):
             )
         else:
             self.operator = O.MRIConfig(**common)
+
+    def _volume(
+        self, f: Any, override: O.OperatorConfigBase | None, sigma_y: float | None
+    ) -> tuple[float, Noise]:
+        """One pass over every slice of the file (whichever items run, so that an item's
+        result does not depend on the selection): the volume's scale, the peak of the
+        zero-filled (root-sum-of-squares) image inside the reconstruction window, and the
+        noise std per slice and coil (:func:`noise_std`). The volume's noise level is the
+        median over slices of the root-mean-square over coils. One scale per volume keeps one
+        noise level in scaled units for every slice (the receiver's noise does not change
+        from slice to slice; the signal does)."""
+        info, cols = self.info, self.mask > 0
+        ks = f["kspace"]
+        peaks, table, rule = [], [], ""
+        for i in range(info.n_slices):
+            k = torch.from_numpy(np.asarray(ks[i]).astype(np.complex64))
+            k = k[None] if k.ndim == 2 else k
+            if not torch.isfinite(torch.view_as_real(k)).all():
+                table.append(np.full(k.shape[0], np.nan))  # refused if selected (check)
+                continue
+            km = k * cols.to(k.device)
+            zf = O.ifft2c(km).abs().pow(2).sum(0).sqrt()
+            peaks.append(float(O.center_crop(zf, self.recon_size).max()))
+            std, rule = noise_std(k, cols, self.recon_size[0])
+            table.append(std.numpy())
+        scale = max(peaks, default=0.0) or 1.0
+        per_coil = np.stack(table)
+        pooled = np.sqrt(np.mean(per_coil**2, axis=1))
+        est = float(np.nanmedian(pooled)) if np.isfinite(pooled).any() else 0.0
+        recorded = _recorded_sigma(info.attrs)
+        if sigma_y is not None:
+            raw, origin = float(sigma_y), "--sigma-y"
+        elif override is not None and "sigma_y" in override.model_fields_set:
+            raw, origin = override.sigma_y * scale, "operator.sigma_y"
+        elif recorded is not None:
+            raw, origin = recorded, "the file's record (attr operator.sigma_y)"
+        else:
+            raw, origin = est, f"estimated from the data ({rule}, median over slices)"
+        return scale, Noise(raw / scale, raw, origin, per_coil)
 
     def check(self, f: Any, indices: list[int]) -> None:
         """Fail before any work if a selected slice has NaN/Inf or no signal where measured."""
@@ -234,6 +368,7 @@ class FastMRISource(Source):
             self.mask,
             self.num_low,
             multicoil=self.info.multicoil,
+            scale=self.scale,
             recon_size=self.recon_size,
             coil_estimator=getattr(self.operator, "coil_estimator", "lowres"),
         )
@@ -375,13 +510,23 @@ def open_source(cfg: RunConfig) -> Source:
     with io.open_h5(cfg.input) as f:
         layout = io.detect_layout(f)
         if layout == "fastmri":
-            source: Source = FastMRISource(f, cfg.operator, cfg.coil_estimator)
+            source: Source = FastMRISource(f, cfg.operator, cfg.coil_estimator, cfg.sigma_y)
         elif layout == "ct":
             source = CTSource(f, cfg.operator)
         elif layout == "measurements":
             source = MeasurementsSource(f)
         else:
             raise _no_measurements(cfg.input)
+        if not isinstance(source, FastMRISource):  # no scaling: the file's units are the data's
+            s = source.operator.sigma_y
+            if cfg.sigma_y is not None:
+                s, origin = cfg.sigma_y, "--sigma-y"
+                source.operator = source.operator.model_copy(update={"sigma_y": s})
+            elif cfg.operator is not None and "sigma_y" in cfg.operator.model_fields_set:
+                origin = "operator.sigma_y"
+            else:
+                origin = "the file's record" if s > 0 else "none recorded (give --sigma-y)"
+            source.noise = Noise(s, s, origin)
         n = source.n_items
         source.indices = list(range(n)) if cfg.items is None else list(cfg.items)
         for i in source.indices:
