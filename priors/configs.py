@@ -98,6 +98,19 @@ BUILTIN: dict[str, type[Frozen]] = {
 DEFAULT_PRIOR = "generic-patch"
 
 
+def teleport_partner(prior: Any) -> dict[str, Any] | None:
+    """A bundled network's teleportation record (manifest ``teleport``: the ``gaussian`` fitted
+    to its training data, and the ``levels`` / ``discrepancy`` curve :func:`recon.teleport.
+    discrepancy` measured), for a resolved prior config; None for any other prior."""
+    from .registry import manifest
+
+    source = getattr(prior, "source", None)
+    for e in manifest():
+        if e["name"] == source:
+            return e.get("teleport")
+    return None
+
+
 def _network_channels(spec: str) -> int | None:
     """Channels of a bundled prior or a train-prior folder (None if unknown)."""
     from .registry import manifest

@@ -152,6 +152,21 @@ class GaussianPrior:
         """The prior's pixel std, ``sqrt(trace(cov) / d)`` (data units)."""
         return float(self.cov.diagonal().mean().sqrt())
 
+    def to_complex(self) -> GaussianPrior:
+        """The same prior on complex (2-channel: real, imaginary) MRI images, (2, H, W): this
+        one in the real channel, a zero-mean imaginary channel with the isotropic (PPCA
+        residual) variance, as objects that are real up to noise. Needs a 1-channel prior
+        in spectral (PPCA) form."""
+        if self.shape[0] != 1 or self.cov.kind != "spectral":
+            raise ValueError("to_complex needs a 1-channel prior with a spectral covariance")
+        d = self.dim
+        v = torch.zeros(2 * d, self.cov.V.shape[1], dtype=torch.float64, device=self.mean.device)
+        v[:d] = self.cov.V
+        mean = torch.zeros(2 * d, dtype=torch.float64, device=self.mean.device)
+        mean[:d] = self.mean
+        cov = Covariance(V=v, lam=self.cov.lam, iso=self.cov.iso, dim=2 * d)
+        return GaussianPrior(mean, cov, shape=(2, *self.shape[1:]))
+
 
 class GaussianMixturePrior:
     """Exact Gaussian-mixture prior ``sum_k w_k N(mu_k, Sigma_k)``.

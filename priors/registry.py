@@ -159,8 +159,14 @@ class ComplexFromReal:
         return torch.cat([re, im], dim=1)
 
 
-def to_complex(denoiser: Any, imag_var: float = 1e-4) -> ComplexFromReal:
-    """Wrap a 1-channel prior for 2-channel (complex) MRI images; see :class:`ComplexFromReal`."""
+def to_complex(denoiser: Any, imag_var: float = 1e-4) -> Any:
+    """A 1-channel prior for 2-channel (complex) MRI images: a PPCA Gaussian stays an exact
+    Gaussian (:meth:`recon.priors.GaussianPrior.to_complex`, with its exact posterior); any
+    other prior is wrapped (:class:`ComplexFromReal`)."""
+    from .gaussian import GaussianPrior
+
+    if isinstance(denoiser, GaussianPrior) and denoiser.cov.kind == "spectral":
+        return denoiser.to_complex()
     return ComplexFromReal(denoiser, imag_var)
 
 

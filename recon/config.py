@@ -289,6 +289,18 @@ class RunConfig(Frozen):
     )
     channels_last: bool = Field(False, description="network priors: channels-last inputs")
     compile: bool = Field(False, description="network priors: torch.compile the network")
+    teleport: Annotated[float, Field(gt=0.0)] | Literal["auto"] | None = Field(
+        None,
+        description="start the sampler at this noise level (data units) from an exact draw of "
+        "the Gaussian posterior, skipping the network calls above it (Wang and Vastola 2024; "
+        "DPS, DDS, DAPS, STSL); auto: where the network and its Gaussian agree (recon list "
+        "priors); None: from pure noise",
+    )
+    teleport_prior: str | None = Field(
+        None,
+        description="the Gaussian prior teleportation draws from (name or path, the scan's "
+        "size); None: the bundled network's partner",
+    )
     sigma_y: float | None = Field(
         None,
         ge=0.0,

@@ -123,16 +123,8 @@ def phantom_gaussian_prior(
     imaginary channel), for MRI. Cached per process (the same arguments give the same
     object; do not modify it).
     """
-    from recon.priors import Covariance, GaussianPrior
+    from recon.priors import GaussianPrior
 
     data = random_phantoms(n_train, size, seed=seed).double()
     real = GaussianPrior.fit(data, rank=rank, eps=1e-5)
-    if not complex_valued:
-        return real
-    d = size * size
-    v = torch.zeros(2 * d, real.cov.rank, dtype=torch.float64)
-    v[:d] = real.cov.V
-    mean = torch.zeros(2 * d, dtype=torch.float64)
-    mean[:d] = real.mean
-    cov = Covariance(V=v, lam=real.cov.lam, iso=real.cov.iso, dim=2 * d)
-    return GaussianPrior(mean, cov, shape=(2, size, size))
+    return real.to_complex() if complex_valued else real

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from recon import distributed, errors, metrics, results
+from recon import distributed, errors, metrics, results, teleport
 from recon.config import RunConfig, fingerprint, validate
 from recon.distributed import SINGLE, Context, RowStore, file_stamp, run_rows
 from recon.errors import UserError
@@ -156,14 +156,19 @@ def run(
             from recon.samplers.baselines import NEEDS_EXACT_PRIOR
 
             raise UserError(NEEDS_EXACT_PRIOR)
-        return run_cfg, source, built, first
+        tele = None
+        if first is not None:
+            tele = teleport.prepare(run_cfg, entry, run_cfg.prior, shape, sigmas, device)
+        return run_cfg, source, built, first, tele
 
     entry = SAMPLERS[cfg.sampler.name]
-    cfg, source, prior, first = ctx.collective(setup)
+    sigmas = cfg.schedule.build().to(torch.float64)
+    cfg, source, prior, first, tele = ctx.collective(setup)
     indices = source.indices
     items: dict[int, Item] = {} if first is None else {indices[0]: first}
     counted = CountingDenoiser(prior)
-    sigmas = cfg.schedule.build().to(torch.float64)
+    if tele is not None:
+        sigmas = teleport.cut(sigmas, tele.sigma)
     hyper = hyperparameters(cfg.sampler)
 
     def item(i: int) -> Item:
@@ -179,8 +184,13 @@ def run(
         y = torch.stack([it.y for it in chunk_items]).to(device)
         gens = [row_generator(cfg.seed, i, k, device) for i, k in chunk]
         before = counted.rows
+        start: dict[str, Tensor] = {}
         with torch.no_grad():
-            x = entry.fn(counted, y, physics, sigmas, generator=gens, **hyper)
+            if tele is not None:  # the rows' streams draw the start first, then sample
+                s_y = source.noise.sigma_y
+                x0 = teleport.teleport(tele.gaussian, y, physics, tele.sigma, gens, sigma_y=s_y)
+                start["x_init"] = x0.to(y.dtype)
+            x = entry.fn(counted, y, physics, sigmas, generator=gens, **start, **hyper)
         nfe = (counted.rows - before) / len(chunk)
         return {
             (i, k): {"x": source.output(xr.detach().cpu().double(), item(i)), "nfe": nfe}
@@ -263,6 +273,8 @@ def run(
         "metric_convention": metrics.CONVENTIONS[convention],
         "noise": source.noise.record(),
     }
+    if tele is not None:
+        attrs["teleport"] = tele.record
     if isinstance(batch, AutoBatch):
         attrs["memory"] = batch.record()
     if scores:

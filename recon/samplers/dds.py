@@ -154,5 +154,6 @@ SAMPLERS = (
         title="DDS",
         summary="Chung, Lee, Ye 2024: Tweedie, a few CG data-consistency steps, DDS renoising",
         kind="approximate",
+        starts_from_noise=True,
     ),
 )

@@ -203,5 +203,6 @@ SAMPLERS = (
         title="DPS",
         summary="Chung et al. 2023: DDPM/DDIM steps, then a per-sample step on grad ||y - A x0||",
         kind="approximate",
+        starts_from_noise=True,
     ),
 )

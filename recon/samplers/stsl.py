@@ -149,5 +149,6 @@ SAMPLERS = (
         title="STSL",
         summary="Rout et al. 2024: DPS plus a Hutchinson second-order (Hessian-trace) term",
         kind="approximate",
+        starts_from_noise=True,
     ),
 )
