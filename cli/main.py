@@ -20,6 +20,13 @@ from recon.memory import BUDGET_HELP
 
 #: seeds are recorded as 64-bit HDF5 attributes
 SEED = {"min": 0, "max": 2**63 - 1}
+TELEPORT = typer.Option(
+    None,
+    "--teleport",
+    help="Start the sampler at this noise level from an exact draw of the Gaussian posterior "
+    "(Wang and Vastola 2024), saving the network calls above it; auto: where the network's "
+    "Gaussian partner denoises as well (`recon list priors`). DPS, DDS, DAPS, STSL.",
+)
 
 app = typer.Typer(
     name="recon",
@@ -150,6 +157,7 @@ def reconstruct(
         "file's record; fastMRI files have none, so it is estimated from the data (readout "
         "oversampling, else the k-space periphery). The output's attr 'noise' says which.",
     ),
+    teleport: str | None = TELEPORT,
     seed: int | None = typer.Option(None, "--seed", **SEED, help="Run seed."),
     figure: Path | None = typer.Option(None, "--figure", help="Write a PNG comparison."),
     set_: list[str] = typer.Option(
@@ -187,6 +195,7 @@ def reconstruct(
         compile=compile_net or None,
         channels_last=channels_last or None,
         sigma_y=sigma_y,
+        teleport=teleport,
         seed=seed,
         figure=str(figure) if figure else None,
         force=force or None,
@@ -341,6 +350,7 @@ def evaluate(
     samples: int | None = typer.Option(None, "--samples", min=1, help="Samples per item."),
     steps: int | None = typer.Option(None, "--steps", min=1, help="Diffusion steps."),
     seed: int | None = typer.Option(None, "--seed", **SEED, help="Run seed."),
+    teleport: str | None = TELEPORT,
     device: str | None = typer.Option(None, "--device", help="cpu or cuda."),
     set_: list[str] = typer.Option([], "--set", help="Config override key=value."),
 ) -> None:
@@ -364,6 +374,7 @@ def evaluate(
         **{"schedule.n_steps": steps},
         device=device,
         seed=seed,
+        teleport=teleport,
     )
     ctx = context(cfg.device)
     bar = tqdm(
