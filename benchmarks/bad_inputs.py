@@ -400,9 +400,13 @@ def cases() -> list[Case]:
         ),
         Case(
             7,
-            "ground truth of another size",
+            "ground truth of another size than the header's grid",
             _rec("scan.h5", "--sampler", "pinv"),
-            _edit("scan.h5", _replace("reconstruction_rss", np.zeros((2, 8, 8), np.float32))),
+            _edit(
+                "scan.h5",
+                _replace("reconstruction_rss", np.zeros((2, 8, 8), np.float32)),
+                extra=["--readout-oversampling", "2"],
+            ),
         ),
         Case(7, "unknown --set key", _rec("scan.h5", "--set", "sampler.zeta2=1"), mri),
         # 8 misleading messages

@@ -58,6 +58,12 @@ def main() -> None:
             for v in values:
                 scores[v] = _psnr(scan, {"name": sampler, param: v}, prior)
             best = max(scores, key=scores.get)
+            if max(scores.values()) - min(scores.values()) < 0.01:
+                # the value changes nothing here (e.g. DDS's gamma with a noiseless scan):
+                # recording one would pin a stale value once it starts to matter
+                tuned.pop(sampler, None)
+                print(f"{name:20s} {sampler:4s} {param} has no effect here; nothing recorded")
+                continue
             tuned[sampler] = {
                 param: best,
                 "tuning_psnr": round(scores[best], 2),
