@@ -157,22 +157,42 @@ def _mask_values(v: list[float]) -> Callable[[h5py.File], None]:
     return fn
 
 
-def _torn_csv(tmp: Path) -> None:
-    folder = tmp / "ev"
-    r = _recon(["evaluate", "-b", "digits_inpaint_70", "--sampler", "pinv", "-o", str(folder)])
+def _evaluate_argv(tmp: Path) -> list[str]:
+    return ["evaluate", "-b", "digits_inpaint_70", "--sampler", "pinv", "-o", str(tmp / "ev")]
+
+
+def _evaluated(tmp: Path) -> Path:
+    """An evaluate folder with every item finished."""
+    r = _recon(_evaluate_argv(tmp))
     if r.returncode:
         raise RuntimeError(r.stderr)
-    csv = folder / "items.csv"
+    return tmp / "ev"
+
+
+def _torn_csv(tmp: Path) -> None:
+    csv = _evaluated(tmp) / "items.csv"
     csv.write_text(csv.read_text() + "3,17.2")  # a torn last row
 
 
 def _truncated_npz(tmp: Path) -> None:
-    folder = tmp / "ev"
-    r = _recon(["evaluate", "-b", "digits_inpaint_70", "--sampler", "pinv", "-o", str(folder)])
-    if r.returncode:
-        raise RuntimeError(r.stderr)
-    item = sorted((folder / "items").glob("*.npz"))[-1]
+    item = sorted((_evaluated(tmp) / "items").glob("*.npz"))[-1]
     item.write_bytes(item.read_bytes()[:100])
+
+
+def _pinv(category: int, name: str, edit: Callable[[h5py.File], None], **kw) -> Case:
+    """``reconstruct scan.h5 --sampler pinv`` on a simulated MRI scan changed by ``edit``."""
+    return Case(category, name, _rec("scan.h5", "--sampler", "pinv"), _edit("scan.h5", edit, **kw))
+
+
+def _train_prior(category: int, flag: str, value: str) -> Case:
+    """``train-prior FOLDER --data digits FLAG VALUE``: a usage error, no folder written."""
+    return Case(
+        category,
+        f"train-prior {flag} {value}",
+        lambda t: ["train-prior", str(t / "tp"), "--data", "digits", flag, value],
+        outputs=lambda t: [t / "tp"],
+        usage=True,
+    )
 
 
 def cases() -> list[Case]:
@@ -225,12 +245,7 @@ def cases() -> list[Case]:
             outputs=lambda t: [],
         ),
         # 4 failure reported as success
-        Case(
-            4,
-            "all-zero k-space",
-            _rec("scan.h5", "--sampler", "pinv"),
-            _edit("scan.h5", _kspace_zero),
-        ),
+        _pinv(4, "all-zero k-space", _kspace_zero),
         Case(
             4,
             "sigma_max inf",
@@ -247,15 +262,7 @@ def cases() -> list[Case]:
         Case(
             5,
             "evaluate after a torn CSV row",
-            lambda t: [
-                "evaluate",
-                "-b",
-                "digits_inpaint_70",
-                "--sampler",
-                "pinv",
-                "-o",
-                str(t / "ev"),
-            ],
+            _evaluate_argv,
             _torn_csv,
             expect=0,
             outputs=lambda t: [],
@@ -263,34 +270,14 @@ def cases() -> list[Case]:
         Case(
             5,
             "evaluate after a truncated item file",
-            lambda t: [
-                "evaluate",
-                "-b",
-                "digits_inpaint_70",
-                "--sampler",
-                "pinv",
-                "-o",
-                str(t / "ev"),
-            ],
+            _evaluate_argv,
             _truncated_npz,
             expect=0,
             outputs=lambda t: [],
         ),
         # 6 invalid values
-        Case(
-            6,
-            "train-prior --steps 0",
-            lambda t: ["train-prior", str(t / "tp"), "--data", "digits", "--steps", "0"],
-            outputs=lambda t: [t / "tp"],
-            usage=True,
-        ),
-        Case(
-            6,
-            "train-prior --batch-size 0",
-            lambda t: ["train-prior", str(t / "tp"), "--data", "digits", "--batch-size", "0"],
-            outputs=lambda t: [t / "tp"],
-            usage=True,
-        ),
+        _train_prior(6, "--steps", "0"),
+        _train_prior(6, "--batch-size", "0"),
         Case(
             6,
             "acquire --center-fraction 2",
@@ -305,69 +292,21 @@ def cases() -> list[Case]:
             lambda t: _scan(t, "full.h5", extra=["--mask", "full"]),
             usage=True,
         ),
-        Case(
-            6,
-            "mask value 0.5",
-            _rec("scan.h5", "--sampler", "pinv"),
-            _edit("scan.h5", _mask_values([0.5])),
-        ),
-        Case(
-            6,
-            "negative mask",
-            _rec("scan.h5", "--sampler", "pinv"),
-            _edit("scan.h5", _mask_values([-1.0])),
-        ),
-        Case(
-            6,
-            "all-zero mask",
-            _rec("scan.h5", "--sampler", "pinv"),
-            _edit("scan.h5", lambda f: _replace("mask", np.zeros(16, np.float32))(f)),
-        ),
+        _pinv(6, "mask value 0.5", _mask_values([0.5])),
+        _pinv(6, "negative mask", _mask_values([-1.0])),
+        _pinv(6, "all-zero mask", lambda f: _replace("mask", np.zeros(16, np.float32))(f)),
         Case(6, "--sigma-y -1", _rec("scan.h5", "--sigma-y", "-1"), mri, usage=True),
         Case(6, "--teleport -1", _rec("scan.h5", "--teleport", "-1"), mri),
         # 7 unvalidated structure
-        Case(
-            7,
-            "kspace stored as a group",
-            _rec("scan.h5", "--sampler", "pinv"),
-            _edit("scan.h5", _as_group("kspace")),
+        _pinv(7, "kspace stored as a group", _as_group("kspace")),
+        _pinv(7, "mask stored as a group", _as_group("mask")),
+        _pinv(7, "NaN in the mask", _mask_values([np.nan])),
+        _pinv(7, "zero slices", _replace("kspace", np.zeros((0, 16, 16), np.complex64))),
+        _pinv(
+            7, "zero coils", _replace("kspace", np.zeros((2, 0, 16, 16), np.complex64)), extra=mc
         ),
-        Case(
-            7,
-            "mask stored as a group",
-            _rec("scan.h5", "--sampler", "pinv"),
-            _edit("scan.h5", _as_group("mask")),
-        ),
-        Case(
-            7,
-            "NaN in the mask",
-            _rec("scan.h5", "--sampler", "pinv"),
-            _edit("scan.h5", _mask_values([np.nan])),
-        ),
-        Case(
-            7,
-            "zero slices",
-            _rec("scan.h5", "--sampler", "pinv"),
-            _edit("scan.h5", _replace("kspace", np.zeros((0, 16, 16), np.complex64))),
-        ),
-        Case(
-            7,
-            "zero coils",
-            _rec("scan.h5", "--sampler", "pinv"),
-            _edit("scan.h5", _replace("kspace", np.zeros((2, 0, 16, 16), np.complex64)), extra=mc),
-        ),
-        Case(
-            7,
-            "real-valued k-space",
-            _rec("scan.h5", "--sampler", "pinv"),
-            _edit("scan.h5", _replace("kspace", np.zeros((2, 16, 16), np.float32))),
-        ),
-        Case(
-            7,
-            "NaN in k-space",
-            _rec("scan.h5", "--sampler", "pinv"),
-            _edit("scan.h5", lambda f: f["kspace"].__setitem__((0, 0, 0), np.nan)),
-        ),
+        _pinv(7, "real-valued k-space", _replace("kspace", np.zeros((2, 16, 16), np.float32))),
+        _pinv(7, "NaN in k-space", lambda f: f["kspace"].__setitem__((0, 0, 0), np.nan)),
         Case(
             7,
             "malformed operator JSON",
@@ -379,13 +318,7 @@ def cases() -> list[Case]:
             "phantoms:0:32",
             lambda t: ["simulate", "phantoms:0:32", "-o", str(t / "out.h5"), "--operator", "mri"],
         ),
-        Case(
-            7,
-            "--threads 0",
-            lambda t: ["train-prior", str(t / "tp"), "--data", "digits", "--threads", "0"],
-            outputs=lambda t: [t / "tp"],
-            usage=True,
-        ),
+        _train_prior(7, "--threads", "0"),
         Case(
             7,
             "truncated HDF5",
