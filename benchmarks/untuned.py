@@ -12,7 +12,8 @@ Usage::
     .venv/bin/python benchmarks/untuned.py --samplers dps --out /tmp/untuned \
         [--set sampler.dps.zeta=0.25] [--sets mri_x4_singlecoil ct_sparse_30] [--samples 8]
 
-``--set sampler.NAME.KEY=VALUE`` overrides a hyperparameter of sampler NAME only. With
+``--set sampler.NAME.KEY=VALUE`` overrides a hyperparameter of sampler NAME only; any other
+``--set KEY=VALUE`` (e.g. ``prior=phantom-64``) applies to every sampler's run. With
 ``--samples 8`` each cell adds the per-pixel coverage of the 50 % and 90 % credible intervals
 (``recon evaluate``'s ``coverage``; at most (S - 1) / (S + 1) = 0.78 with S = 8 samples).
 
@@ -67,9 +68,10 @@ def main() -> None:
         base = resolve_benchmark(name).baseline
         b = _one(name, base, [], args.out)
         cells = []
+        common = [o for o in args.overrides if not o.startswith("sampler.")]
         for s in args.samplers:
             over = [o for o in args.overrides if o.startswith(f"sampler.{s}.")]
-            over = [o.replace(f"sampler.{s}.", "sampler.") for o in over]
+            over = common + [o.replace(f"sampler.{s}.", "sampler.") for o in over]
             r = _one(name, s, over, args.out, args.samples)
             flag = " <" if r["psnr"]["mean"] < b["psnr"]["mean"] else ""
             cell = f"{r['psnr']['mean']:.2f} ± {r['psnr']['std']:.2f}{flag} ({r['wall_s']:.0f} s)"
