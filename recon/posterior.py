@@ -58,7 +58,8 @@ def posterior_summary(
         generator: per-measurement streams.
         max_batch: rows per sampler call (the memory budget).
         keep_samples: return the samples too.
-        callback: called as ``callback(done, total)`` after each chunk (progress bars).
+        callback: called as ``callback(0, total)`` when the work starts and
+            ``callback(done, total)`` after each chunk (progress bars time from the first).
         hyperparameters: passed to the sampler.
     """
     if n_samples < 1:
@@ -67,6 +68,8 @@ def posterior_summary(
     streams = make_streams(generator, b, torch.device("cpu"))
     total = b * n_samples
     done = 0
+    if callback is not None:
+        callback(0, total)
     means, stds, kept = [], [], []
     for j in range(b):
         seeds = torch.randint(0, 2**62, (n_samples,), generator=streams[j]).tolist()

@@ -516,6 +516,19 @@ def test_posterior_summary_is_chunk_and_batch_invariant(vector_problem):
     assert torch.allclose(a.mean, a.samples.mean(1)) and torch.allclose(a.std, a.samples.std(1))
 
 
+def test_posterior_summary_reports_the_start_then_each_chunk(vector_problem):
+    """Progress bars time from the (0, total) call, so the first rate is not that of a
+    zero-length interval (issue 17, class 9)."""
+    from recon.posterior import posterior_summary
+
+    prior, physics, y = vector_problem
+    calls = []
+    sig = karras(4, sigma_min=0.01, sigma_max=20.0).to(F64)
+    kw = dict(n_samples=3, max_batch=2, callback=lambda d, t: calls.append((d, t)))
+    posterior_summary(sample_dds, prior, y[:2], physics, sig, generator=_gens([1, 2]), **kw)
+    assert calls == [(0, 6), (2, 6), (3, 6), (5, 6), (6, 6)]
+
+
 def test_posterior_summary_exact_moments(gen):
     from recon.posterior import posterior_summary
 
