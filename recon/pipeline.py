@@ -168,7 +168,7 @@ def run(
     items: dict[int, Item] = {} if first is None else {indices[0]: first}
     counted = CountingDenoiser(prior)
     if tele is not None:
-        sigmas = teleport.cut(sigmas, tele.sigma)
+        sigmas = tele.sigmas
     hyper = hyperparameters(cfg.sampler)
 
     def item(i: int) -> Item:

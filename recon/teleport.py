@@ -136,15 +136,19 @@ class Teleport:
 
     Attributes:
         gaussian: the exact Gaussian prior (on the scan's image shape).
-        sigma: the start level, a level of the run's schedule (data units).
-        skipped: schedule levels skipped (network calls saved per denoiser call per step).
+        sigmas: the run's schedule from the start level on (:func:`cut`); ``sigmas[0]`` is
+            the start level (data units).
         record: what the results file records (attr ``teleport``).
     """
 
     gaussian: Denoiser
-    sigma: float
-    skipped: int
+    sigmas: Tensor
     record: dict[str, Any]
+
+    @property
+    def sigma(self) -> float:
+        """The start level (data units)."""
+        return float(self.sigmas[0])
 
 
 def prepare(
@@ -210,4 +214,4 @@ def prepare(
         "levels_skipped": skipped,
         "levels": len(sigmas),
     }
-    return Teleport(gaussian, float(kept[0]), skipped, record)
+    return Teleport(gaussian, kept, record)
