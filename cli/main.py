@@ -16,7 +16,7 @@ import typer
 
 from recon.catalog import LISTINGS
 from recon.errors import UserError
-from recon.memory import BUDGET_HELP
+from recon.memory import BUDGET_HELP, keep_freed_memory
 
 #: seeds are recorded as 64-bit HDF5 attributes
 SEED = {"min": 0, "max": 2**63 - 1}
@@ -680,6 +680,7 @@ def main() -> None:
     """Console entry point: user and usage errors become one line on stderr and exit code 2;
     an interrupt (Ctrl-C) exits 130, never 0; anything else (a bug) exits 1 with one line, and
     with the traceback under ``--debug`` (anywhere on the command line)."""
+    keep_freed_memory()
     debug = "--debug" in sys.argv[1:]
     if debug:
         sys.argv = [a for a in sys.argv if a != "--debug"]
