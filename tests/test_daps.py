@@ -7,9 +7,9 @@ import math
 import torch
 
 from recon import operators as O
+from recon.operators import norm_sq
 from recon.priors import GaussianPrior
 from recon.samplers import sample_daps
-from recon.samplers.classical import operator_norm_sq
 
 F64 = torch.float64
 
@@ -45,7 +45,7 @@ def test_langevin_stage_matches_its_closed_form(gen):
     x0_hat = prior(x_t, torch.full((1,), s, dtype=F64))[0]
     prec = torch.eye(d, dtype=F64) / s**2 + a.T @ a / tau**2
     m_l = torch.linalg.solve(prec, x0_hat / s**2 + a.T @ y[0] / tau**2)
-    h = 0.5 / (1 / s**2 + float(operator_norm_sq(physics, x_t)[0]) / tau**2)
+    h = 0.5 / (1 / s**2 + float(norm_sq(physics, x_t)[0]) / tau**2)
     m = torch.eye(d, dtype=F64) - h * prec
     mk = torch.linalg.matrix_power(m, k)
     mean = m_l + mk @ (x0_hat - m_l)

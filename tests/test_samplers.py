@@ -371,7 +371,9 @@ def test_dps_moves_toward_data_and_mean_error_shrinks_with_steps(gauss8, gen):
     assert max(resids) < 0.5 * prior_resid
 
 
-def _reddiff_fixed_level(prior, physics, y, sigma, lam, n_steps=3000, lr=0.005):
+def _reddiff_fixed_level(
+    prior, physics, y, sigma, lam, n_steps=3000, lr=0.005, data_weight="official"
+):
     sig = torch.cat(
         [sigma * torch.linspace(1.001, 1.0, n_steps, dtype=F64), torch.zeros(1, dtype=F64)]
     )
@@ -384,6 +386,8 @@ def _reddiff_fixed_level(prior, physics, y, sigma, lam, n_steps=3000, lr=0.005):
         generator=torch.Generator().manual_seed(5),
         lam=lam,
         lr=lr,
+        data_weight=data_weight,
+        betas=(0.9, 0.99),
         callback=lambda info: its.append(info.x),
     )
     return torch.stack(its[n_steps // 2 :]).mean(0)  # Polyak average of the Adam iterates
@@ -406,6 +410,33 @@ def test_reddiff_fixed_level_converges_to_its_map(gauss8, gen):
     mu = _reddiff_fixed_level(prior, physics, y, sigma, lam)
     assert _rel(mu[0], ref) < 1e-2
     assert _rel(torch.linalg.pinv(a) @ y[0], ref) > 0.5  # the prior term matters
+
+
+def test_reddiff_operator_data_weight_converges_to_its_map(gauss8, gen):
+    """``data_weight="operator"``: the data term is ||y - A mu||^2 / (2 ||A||^2 d), so with A
+    scaled by 3 (||A||^2 = 9) the fixed-level minimiser is that of A / 3 under the official
+    weight's m = d (both means over d entries): the weight follows the operator's scale."""
+    prior, _ = gauss8
+    d = 8
+    a = torch.linalg.qr(torch.randn(d, d, generator=gen, dtype=F64))[0][:4] * 3.0
+    physics = O.from_matrix(a, sigma_y=0.05)
+    y = physics.A(prior.sample(1, generator=gen))
+    sigma, lam = 30.0, 16.0
+    c = prior.cov.dense()
+    p = lam * sigma**2 / d * torch.linalg.inv(c + sigma**2 * torch.eye(d, dtype=F64))
+    ref = torch.linalg.solve(a.T @ a / (9 * d) + p, a.T @ y[0] / (9 * d) + p @ prior.mean)
+    mu = _reddiff_fixed_level(prior, physics, y, sigma, lam, data_weight="operator")
+    assert _rel(mu[0], ref) < 1e-2
+    official = torch.linalg.solve(a.T @ a / 4 + p, a.T @ y[0] / 4 + p @ prior.mean)
+    assert _rel(official, ref) > 0.1  # the two weightings differ here
+
+
+def test_reddiff_auto_betas_scale_the_official_horizons():
+    from recon.samplers.reddiff import auto_betas
+
+    assert auto_betas(1000) == pytest.approx((0.9, 0.99))  # the paper's run length
+    assert auto_betas(50) == pytest.approx((0.0, 0.8))
+    assert auto_betas(1) == (0.0, 0.0)
 
 
 def test_reddiff_map_equals_posterior_mean_when_weights_match(gen):

@@ -87,6 +87,7 @@ from pydantic import Field
 from torch import Tensor
 
 from recon.linalg import batch_dot
+from recon.operators import norm_sq
 from recon.priors.base import Denoiser
 
 from ._particles import (
@@ -108,20 +109,6 @@ def _mu_and_grad(physics, x: Tensor, y1: Tensor, s2: float) -> tuple[Tensor, Ten
     return 0.5 * batch_dot(r, r) / s2, -physics.A_adjoint(r) / s2
 
 
-def _norm_sq(physics, like: Tensor, n_iter: int = 30) -> float:
-    """||A||^2 (largest eigenvalue of A^T A) by power iteration from a fixed start (seed 0):
-    a property of the operator, the same for every measurement and run."""
-    gen = torch.Generator(like.device).manual_seed(0)
-    u = torch.randn(like.shape, generator=gen, dtype=like.dtype, device=like.device)
-    lam = 0.0
-    for _ in range(n_iter):
-        u = u / batch_dot(u, u).sqrt().clamp_min(1e-300)[0]
-        w = physics.A_adjoint(physics.A(u))
-        lam = float(batch_dot(u, w)[0])
-        u = w
-    return max(lam, 1e-300)
-
-
 def _clouds(denoiser, y, physics, sig, streams, *, n, s_y, opts, resample, callback):
     b = y.shape[0]
     like = physics.A_adjoint(y[:1])
@@ -129,7 +116,7 @@ def _clouds(denoiser, y, physics, sig, streams, *, n, s_y, opts, resample, callb
     s2 = s_y**2
     rows = b * n
     yn = y.repeat_interleave(n, dim=0)
-    rho = _norm_sq(physics, like) if opts.tempering == "noise" else 0.0
+    rho = float(norm_sq(physics, like)[0]) if opts.tempering == "noise" else 0.0
 
     def lam(sigma: float) -> float:  # likelihood exponent lambda(sigma), 1 at sigma = 0
         return s2 / (s2 + rho * sigma**2)

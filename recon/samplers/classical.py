@@ -27,7 +27,8 @@ from pydantic import Field
 from torch import Tensor
 
 from recon.errors import SamplerInputError
-from recon.linalg import batch_norm, bview
+from recon.linalg import bview
+from recon.operators import norm_sq
 from recon.priors.base import Denoiser
 
 from ._registry import Sampler
@@ -60,20 +61,6 @@ def sample_fbp(
         return x
 
 
-def operator_norm_sq(
-    physics: dinv.physics.LinearPhysics, like: Tensor, n_iter: int = 30
-) -> Tensor:
-    """Per-sample ``||A||^2`` by power iteration on ``A^T A`` (deterministic start), (B,)."""
-    v = torch.ones_like(like)
-    v = v / bview(batch_norm(v), v)
-    lam = torch.ones(like.shape[0], dtype=like.dtype, device=like.device)
-    for _ in range(n_iter):
-        w = physics.A_adjoint_A(v)
-        lam = batch_norm(w)
-        v = w / bview(lam.clamp_min(1e-30), w)
-    return lam
-
-
 def sample_tv(
     denoiser: Denoiser,
     y: Tensor,
@@ -91,7 +78,7 @@ def sample_tv(
     del denoiser, generator, sigma_y
     with torch.no_grad():
         x = physics.A_dagger(y) if x_init is None else x_init.clone()
-        lip = operator_norm_sq(physics, x) * 1.01  # L = ||A||^2, a little margin
+        lip = norm_sq(physics, x) * 1.01  # L = ||A||^2, a little margin
         # Condat-Vu step rule: 1/tau - s ||D||^2 >= L / 2; with s = 1/(16 tau): tau = 1/L
         tau = 1.0 / lip.clamp_min(1e-12)
         s = 1.0 / (16.0 * tau)

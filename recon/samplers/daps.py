@@ -36,12 +36,12 @@ from pydantic import Field
 from torch import Tensor
 
 from recon.linalg import bview
+from recon.operators import norm_sq
 from recon.priors.base import Denoiser
 from recon.schedules import karras
 
 from ._registry import Sampler
 from ._steps import Callback, Generators, StepInfo, denoise, randn, start
-from .classical import operator_norm_sq
 
 
 def sample_daps(
@@ -85,7 +85,7 @@ def sample_daps(
     with torch.no_grad():
         streams, sig, x, s_y = start(y, physics, sigmas, generator, x_init=x_init, sigma_y=sigma_y)
         t2 = (tau if tau is not None else (s_y if s_y > 0 else 0.005)) ** 2
-        a2 = bview(operator_norm_sq(physics, x), x)
+        a2 = bview(norm_sq(physics, x), x)
         aty = physics.A_adjoint(y)
         n_levels = len(sig) - 1
         for i in range(n_levels):
