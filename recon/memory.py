@@ -203,19 +203,24 @@ class PeakMeter:
         self.peak = max(top - self._start, 1)
 
 
+#: a call of k rows is sized as k times the probe row's peak times this: the heap that
+#: :func:`keep_freed_memory` keeps fragments, and 35 fastMRI-size TV rows in calls of 5 peaked
+#: 0.7 % above a budget sized without it (``benchmarks/README.md``, "Full-size")
+ROW_HEADROOM = 1.1
 #: a call takes at most this fraction of the rows left, so that the progress bar and the
 #: finished-row store advance several times even when the whole run would fit in one call
 MAX_SHARE = 0.25
 
 
 def rows_per_call(peak_per_row: int | None, budget_bytes: int, used: int, rows_left: int) -> int:
-    """Rows per sampler call: as many rows of ``peak_per_row`` bytes as the budget holds above
-    the ``used`` bytes, at most :data:`MAX_SHARE` of ``rows_left`` (at least 1);
-    :data:`FALLBACK_ROWS` without a measured peak."""
+    """Rows per sampler call: as many rows of ``peak_per_row`` bytes (times
+    :data:`ROW_HEADROOM`) as the budget holds above the ``used`` bytes, at most
+    :data:`MAX_SHARE` of ``rows_left`` (at least 1); :data:`FALLBACK_ROWS` without a measured
+    peak."""
     if peak_per_row is None:
         n = FALLBACK_ROWS
     else:
-        n = (budget_bytes - used) // peak_per_row
+        n = int((budget_bytes - used) // (peak_per_row * ROW_HEADROOM))
     return int(max(1, min(n, math.ceil(MAX_SHARE * rows_left))))
 
 

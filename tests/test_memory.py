@@ -29,7 +29,7 @@ def test_parse_size_units_and_refusals():
 
 
 def test_rows_per_call_from_the_measured_row():
-    assert memory.rows_per_call(100, 1000, 200, 50) == 8  # (1000 - 200) // 100
+    assert memory.rows_per_call(100, 1000, 200, 50) == 7  # (1000 - 200) // (100 * 1.1)
     assert memory.rows_per_call(100, 10**6, 200, 50) == 13  # a quarter of the rows left
     assert memory.rows_per_call(100, 1000, 200, 3) == 1
     assert memory.rows_per_call(10**6, 1000, 200, 50) == 1  # over budget: one row at a time

@@ -35,10 +35,10 @@ available as ``data_weight="official"``, ``betas=(0.9, 0.99)``):
   With the official betas at 50 steps the first moment averages gradients over a fifth of the
   run, from noise levels long past.
 
-Measured (``benchmarks/README.md``, "RED-Diff defaults"): with a fitting prior, 50 steps, the
-two departures lift mri_x4_multicoil from 14.8 to 22.9 dB (pinv 18.1) and ct_sparse_30 from
-15.0 to 17.6 dB; sparse CT stays below FBP (20.8) at 50 steps: RED-Diff is an optimiser, and
-there it needs more steps (exact Gaussian prior: 16.9 dB at 50, 20.7 at 200, 22.5 at 500).
+Measured (``benchmarks/README.md``, "RED-Diff untuned"): with the fitting network prior, 50
+steps, the two departures lift mri_x4_multicoil from 14.9 to 23.4 dB (pinv 18.1) and ct_sparse_30
+from 15.0 to 17.6 dB. Sparse-view CT stays below FBP (20.8) at 50 steps: RED-Diff is an optimiser
+and needs more steps there (21.1 dB at 200 steps).
 
 For a Gaussian prior ``N(m, C)`` the expected gradient of the second term is
 ``lam * sigma_t^2 / d * (C + sigma_t^2 I)^{-1} (mu - m)``: at a fixed level ``sigma``, RED-Diff
