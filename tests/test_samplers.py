@@ -435,8 +435,9 @@ def test_reddiff_auto_betas_scale_the_official_horizons():
     from recon.samplers.reddiff import auto_betas
 
     assert auto_betas(1000) == pytest.approx((0.9, 0.99))  # the paper's run length
-    assert auto_betas(50) == pytest.approx((0.0, 0.8))
-    assert auto_betas(1) == (0.0, 0.0)
+    h = math.sqrt(50 / 1000)
+    assert auto_betas(50) == pytest.approx((1 - 1 / (10 * h), 1 - 1 / (100 * h)))
+    assert auto_betas(5) == pytest.approx((0.0, 1 - 1 / (100 * math.sqrt(5 / 1000))))
 
 
 def test_reddiff_map_equals_posterior_mean_when_weights_match(gen):

@@ -29,11 +29,12 @@ available as ``data_weight="official"``, ``betas=(0.9, 0.99)``):
   masks, single-coil Cartesian MRI, average-pooling super-resolution: the official code's
   means normalise exactly these), and differ where they do not: 8-coil MRI (``m = 8 d``, the
   official weight is 8x too small: RED-Diff stayed near the prior) and CT (1.5x).
-- ``betas="auto"`` (default): Adam's moment horizons ``1 / (1 - beta)`` are the official ones
-  (10 and 100 steps) scaled to the run's length as fractions of it (1 % and 10 %):
-  ``beta = 1 - 1 / max(1, f n)``, the official (0.9, 0.99) at its 1000 steps and (0, 0.8) at 50.
-  With the official betas at 50 steps the first moment averages gradients over a fifth of the
-  run, from noise levels long past.
+- ``betas="auto"`` (default): Adam's moment horizons ``1 / (1 - beta)``, the official 10 and
+  100 steps at its 1000 steps, scale with the square root of the run's length ``n``:
+  ``beta = 1 - 1 / max(1, h sqrt(n / 1000))``, the official (0.9, 0.99) at 1000 steps and
+  (0.55, 0.955) at 50. With the official betas at 50 steps the first moment averages gradients
+  over a fifth of the run, from noise levels long past; horizons scaled linearly, (0, 0.8) at
+  50, leave the network's noisy prior gradient unaveraged (both measured).
 
 Measured (``benchmarks/README.md``, "RED-Diff untuned"): with the fitting network prior, 50
 steps, the two departures lift mri_x4_multicoil from 14.9 to 23.4 dB (pinv 18.1) and ct_sparse_30
@@ -49,6 +50,7 @@ not a posterior sample.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
 import deepinv as dinv
@@ -63,15 +65,17 @@ from recon.priors.base import Denoiser
 from ._registry import Sampler
 from ._steps import Callback, Generators, StepInfo, denoise, randn, start
 
-#: fractions of the run that Adam's first and second moments average over under
-#: ``betas="auto"``: the official horizons (10 and 100 steps) at its 1000 steps
-HORIZONS = (0.01, 0.1)
+#: Adam's first- and second-moment horizons ``1 / (1 - beta)`` in the official code
+#: (betas 0.9, 0.99) and the run length they belong to (``_configs/algo/reddiff.yaml``,
+#: ``sample_batch.sh``)
+HORIZONS, OFFICIAL_STEPS = (10.0, 100.0), 1000
 
 
 def auto_betas(n_steps: int) -> tuple[float, float]:
     """Adam betas of ``betas="auto"`` for a run of ``n_steps`` (module docstring):
-    ``1 - 1 / max(1, f n)`` per moment, f in :data:`HORIZONS`."""
-    b1, b2 = (1.0 - 1.0 / max(1.0, f * n_steps) for f in HORIZONS)
+    ``1 - 1 / max(1, h sqrt(n / 1000))`` per moment, h in :data:`HORIZONS`."""
+    scale = math.sqrt(n_steps / OFFICIAL_STEPS)
+    b1, b2 = (1.0 - 1.0 / max(1.0, h * scale) for h in HORIZONS)
     return b1, b2
 
 
@@ -100,8 +104,8 @@ def sample_reddiff(
     betas: Annotated[
         tuple[float, float] | Literal["auto"],
         Field(
-            description="Adam betas; auto: the official (0.9, 0.99) horizons scaled to the "
-            "run's length (recon); (0.9, 0.99): the paper's"
+            description="Adam betas; auto: the official (0.9, 0.99) horizons scaled by "
+            "sqrt(steps / 1000) (recon); (0.9, 0.99): the paper's"
         ),
     ] = "auto",
     init_null: Annotated[
