@@ -205,7 +205,7 @@ class PeakMeter:
 
 #: a call of k rows is sized as k times the probe row's peak times this: the heap that
 #: :func:`keep_freed_memory` keeps fragments, and 35 fastMRI-size TV rows in calls of 5 peaked
-#: 0.7 % above a budget sized without it (``benchmarks/README.md``, "Full-size")
+#: 3.9 % above a budget sized without it (``benchmarks/README.md``, "Full-size")
 ROW_HEADROOM = 1.1
 #: a call takes at most this fraction of the rows left, so that the progress bar and the
 #: finished-row store advance several times even when the whole run would fit in one call

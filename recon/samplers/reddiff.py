@@ -37,9 +37,9 @@ available as ``data_weight="official"``, ``betas=(0.9, 0.99)``):
   50, leave the network's noisy prior gradient unaveraged (both measured).
 
 Measured (``benchmarks/README.md``, "RED-Diff untuned"): with the fitting network prior, 50
-steps, the two departures lift mri_x4_multicoil from 14.9 to 23.4 dB (pinv 18.1) and ct_sparse_30
-from 15.0 to 17.6 dB. Sparse-view CT stays below FBP (20.8) at 50 steps: RED-Diff is an optimiser
-and needs more steps there (21.1 dB at 200 steps).
+steps, the two departures lift mri_x4_multicoil from 14.9 to 23.2 dB (pinv 18.1) and ct_sparse_30
+from 15.0 to 17.3 dB. Sparse-view CT stays below FBP (20.8): RED-Diff is an optimiser and needs
+more steps there (20.3 dB at 200 steps; exact Gaussian prior, paper betas: 22.5 at 500).
 
 For a Gaussian prior ``N(m, C)`` the expected gradient of the second term is
 ``lam * sigma_t^2 / d * (C + sigma_t^2 I)^{-1} (mu - m)``: at a fixed level ``sigma``, RED-Diff
