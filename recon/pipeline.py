@@ -186,7 +186,9 @@ def run(
         before = counted.rows
         start: dict[str, Tensor] = {}
         with torch.no_grad():
-            if tele is not None:  # the rows' streams draw the start first, then sample
+            if tele is not None and entry.teleports_cloud:  # the sampler draws its cloud
+                start["teleport_from"] = tele.gaussian
+            elif tele is not None:  # the rows' streams draw the start first, then sample
                 s_y = source.noise.sigma_y
                 x0 = teleport.teleport(tele.gaussian, y, physics, tele.sigma, gens, sigma_y=s_y)
                 start["x_init"] = x0.to(y.dtype)

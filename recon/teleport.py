@@ -20,7 +20,9 @@ recorded beside it but not used: at the top levels, which EDM training rarely sa
 Gaussian denoises better.
 
 Which samplers teleport: those whose state at ``sigmas[0]`` is ``x_init`` (DPS, DDS, DAPS,
-STSL; ``Sampler.starts_from_noise``). Units: images in [0, 1], ``sigma`` in data units.
+STSL; ``Sampler.starts_from_noise``), and TDS, whose cloud starts from ``n`` exact draws per
+measurement weighted to its twisted target (:func:`cloud_start`; ``Sampler.teleports_cloud``).
+Units: images in [0, 1], ``sigma`` in data units.
 """
 
 from __future__ import annotations
@@ -130,6 +132,68 @@ def teleport(
     return x0 + sigma * randn(generator, x0.shape[1:], x0)
 
 
+def cloud_start(
+    gaussian: Any,
+    y: Tensor,
+    physics: dinv.physics.LinearPhysics,
+    sigma: float,
+    streams: Sequence[torch.Generator],
+    n: int,
+    *,
+    sigma_y: float,
+    cg_iters: int = 1000,
+    cg_tol: float = 1e-9,
+) -> tuple[Tensor, Tensor]:
+    """A particle cloud's teleported start: ``n`` exact draws of ``x_sigma | y`` per measurement
+    under the Gaussian prior, and the Gaussian's predictive log-likelihood of each.
+
+    An SMC sampler whose first target is ``p(x_sigma) p~(y | x_sigma)`` (TDS) and whose
+    particles are drawn from the Gaussian posterior ``p_G(x_sigma | y)`` instead of the prior
+    ``p(x_sigma)`` weighs each by ``p~(y | x_sigma) / p_G(y | x_sigma)``, taking
+    ``p(x_sigma) = p_G(x_sigma)`` (teleportation's premise). ``p_G(y | x_sigma) =
+    N(y; A D_G(x_sigma), A C_sigma A^T + sigma_y^2 I)`` with ``D_G`` the Gaussian's denoiser
+    and ``C_sigma = sigma^2 (D_G(v) - D_G(0)) / v``, the covariance of ``x0 | x_sigma`` (the
+    Gaussian denoiser is affine); its quadratic form is solved by conjugate gradient in
+    measurement space, in float64.
+
+    Args:
+        gaussian: an exact Gaussian prior (``posterior``, and a denoiser ``D(x, sigma)``).
+        y: measurements (B, *meas_shape).
+        physics: the linear operator of these B measurements.
+        sigma: the start level (data units).
+        streams: one generator per measurement; measurement b's draws come from ``streams[b]``.
+        n: particles per measurement.
+        sigma_y: measurement noise std.
+        cg_iters, cg_tol: the solve's settings (condition number up to
+            ``1 + sigma^2 ||A||^2 / sigma_y^2``).
+
+    Returns:
+        ``x`` (B * n, *x_shape) in y's dtype, rows ``b*n .. b*n + n - 1`` for measurement b, and
+        ``log p_G(y | x_sigma)`` (B * n,) float64, up to a constant per measurement (the
+        log-determinant, the same for all of its particles).
+    """
+    from recon.linalg import batch_dot, conjugate_gradient
+    from recon.operators import cast
+    from recon.samplers._steps import particle_randn
+
+    yn = y.repeat_interleave(n, dim=0)
+    rows = [g for g in streams for _ in range(n)]
+    x0 = gaussian.posterior(physics, yn, sigma_y=sigma_y).sample_rows(rows)
+    x = x0 + sigma * particle_randn(streams, n, x0.shape[1:], x0)
+    ph = cast(physics, torch.float64)
+    y64 = yn.double()
+    sig = torch.full((x.shape[0],), float(sigma), dtype=torch.float64, device=x.device)
+    with torch.no_grad():
+        d0 = gaussian(torch.zeros_like(x), sig)
+
+        def apply_s(z: Tensor) -> Tensor:
+            return sigma**2 * ph.A(gaussian(ph.A_adjoint(z), sig) - d0) + sigma_y**2 * z
+
+        r = y64 - ph.A(gaussian(x, sig))
+        u = conjugate_gradient(apply_s, r, n_iter=cg_iters, tol=cg_tol)
+    return x.to(y.dtype), -0.5 * batch_dot(r, u).double()
+
+
 @dataclass
 class Teleport:
     """A run's teleportation: the Gaussian it draws from and the level it starts at.
@@ -170,8 +234,10 @@ def prepare(
 
     if cfg.teleport is None:
         return None
-    if not entry.starts_from_noise:
-        able = ", ".join(n for n, e in SAMPLERS.items() if e.starts_from_noise)
+    if not (entry.starts_from_noise or entry.teleports_cloud):
+        able = ", ".join(
+            n for n, e in SAMPLERS.items() if e.starts_from_noise or e.teleports_cloud
+        )
         raise UserError(
             f"--teleport: sampler {entry.name!r} does not start from noise; teleportation "
             f"applies to {able}"

@@ -106,9 +106,21 @@ def test_a_teleported_run_skips_levels_records_them_and_keeps_rows_independent(s
     assert sum(tp.metrics["psnr"]) > sum(full.metrics["psnr"]) - 3 * 1.0
 
 
+def test_a_teleported_tds_cloud_skips_levels_and_keeps_rows_independent(scan):
+    """TDS teleports its whole cloud (recon.teleport.cloud_start): the skipped levels save
+    their network calls, and an item's result is the same alone as in a batch."""
+    tds = {"name": "tds", "n_particles": 8}
+    full = run(_cfg(input=str(scan), sampler=tds, items=[0, 1]))
+    tp = run(_cfg(input=str(scan), sampler=tds, teleport=1.0, batch_size=2, items=[0, 1]))
+    skipped = int((_cfg().schedule.build() > 1.0).sum())
+    assert skipped >= 2 and tp.nfe_per_sample < full.nfe_per_sample
+    one = run(_cfg(input=str(scan), sampler=tds, teleport=1.0, batch_size=1, items=[1]))
+    assert torch.allclose(one.reconstruction[0], tp.reconstruction[1], atol=1e-6)
+
+
 def test_teleport_refusals_name_the_way_out(scan):
     with pytest.raises(UserError, match="does not start from noise"):
-        run(_cfg(input=str(scan), teleport=1.0, sampler={"name": "tds"}))
+        run(_cfg(input=str(scan), teleport=1.0, sampler={"name": "reddiff"}))
     with pytest.raises(UserError, match="auto needs"):
         run(_cfg(input=str(scan), teleport="auto"))
     with pytest.raises(UserError, match="serves"):

@@ -38,6 +38,8 @@ class Sampler:
         uses_prior: False for classical baselines (pinv, fbp, tv), which never need a prior.
         starts_from_noise: its state at ``sigmas[0]`` is ``x_init`` (``sigmas[0] z`` when
             None), so it can start part-way down from a teleported draw (:mod:`recon.teleport`).
+        teleports_cloud: a particle sampler whose cloud can start part-way down from exact
+            Gaussian draws: it takes ``teleport_from`` (the Gaussian; :mod:`recon.teleport`).
         name: ``fn``'s name without ``sample_`` (derived).
         config: the generated config model (derived).
     """
@@ -49,6 +51,7 @@ class Sampler:
     stochastic: bool = True
     uses_prior: bool = True
     starts_from_noise: bool = False
+    teleports_cloud: bool = False
     name: str = field(init=False)
     config: type[Frozen] = field(init=False, repr=False)
 

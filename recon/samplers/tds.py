@@ -37,6 +37,7 @@ from torch import Tensor
 
 from recon.linalg import batch_dot
 from recon.priors.base import Denoiser
+from recon.teleport import cloud_start
 
 from ._particles import (
     RESAMPLERS,
@@ -68,15 +69,23 @@ def _log_twist(
     return x0.detach(), logp.detach(), g
 
 
-def _clouds(denoiser, y, physics, sig, streams, *, n, s_y, c, threshold, resample, callback):
+def _clouds(
+    denoiser, y, physics, sig, streams, *, n, s_y, c, threshold, resample, callback, gaussian
+):
     b = y.shape[0]
     like = physics.A_adjoint(y[:1])
     shape = like.shape[1:]
     yn = y.repeat_interleave(n, dim=0)
-    x = sig[0] * particle_randn(streams, n, shape, like)
+    if gaussian is None:
+        x = sig[0] * particle_randn(streams, n, shape, like)
+    else:  # teleported: x_T ~ p_G(x_T | y), weighed by p(x_T) / p_G(x_T | y) ~ 1 / p_G(y | x_T)
+        x, log_pg = cloud_start(gaussian, y, physics, float(sig[0]), streams, n, sigma_y=s_y)
+        x = x.to(like.dtype)
     var0 = s_y**2 + c * sig[0] ** 2
     x0, logp, g = _log_twist(denoiser, x, sig[0], yn, physics, var0, True)
     log_w = logp.reshape(b, n).double()  # x_T ~ p(x_T): initial weight p~_T(y | x_T)
+    if gaussian is not None:
+        log_w = log_w - log_pg.reshape(b, n).to(log_w.device)
     log_z = log_mean_exp(log_w)
     log_w = normalize_log_weights(log_w)
     trace = []
@@ -112,6 +121,8 @@ def _clouds(denoiser, y, physics, sig, streams, *, n, s_y, c, threshold, resampl
         trace.append(e)
         if callback is not None:
             callback(StepInfo(i, s, x[:n], x0[:n]))
+    if gaussian is not None:  # the start's weights are known up to a constant only
+        log_z = torch.full_like(log_z, math.nan)
     return x, log_w, torch.stack(trace, dim=1), log_z
 
 
@@ -132,12 +143,19 @@ def sample_tds(
     ess_threshold: ESSThreshold = 0.5,
     resampling: Resampling = "systematic",
     return_particles: bool = False,
+    teleport_from: Denoiser | None = None,
 ) -> Tensor | ParticleResult:
     """Twisted SMC posterior sampling (see module docstring).
 
     Args:
         denoiser, y, physics, sigmas: as every sampler; physics must be differentiable.
         x_init: unused (the cloud starts from the prior marginal at ``sigmas[0]``).
+        teleport_from: an exact Gaussian prior fitted to the network's training data: the
+            cloud then starts at ``sigmas[0]`` from exact draws of its posterior
+            ``p_G(x_sigma | y)``, weighed by ``p~(y | x_sigma) / p_G(y | x_sigma)``
+            (:func:`recon.teleport.cloud_start`; analytical teleportation, Wang and Vastola,
+            TMLR 2024). The log-evidence is then NaN (the start's weights are known up to a
+            constant).
         generator: per-measurement streams (particles of measurement b draw from stream b).
         callback: receives a :class:`StepInfo` per step for measurement 0's cloud.
         sigma_y: measurement noise std (> 0); from the operator when None.
@@ -163,6 +181,7 @@ def sample_tds(
         c=twist_scale,
         threshold=ess_threshold,
         resample=RESAMPLERS[resampling],
+        gaussian=teleport_from,
     )
 
 
@@ -172,5 +191,6 @@ SAMPLERS = (
         title="TDS",
         summary="Wu et al. 2023: twisted SMC with DPS-like proposals; asymptotically exact",
         kind="asymptotic",
+        teleports_cloud=True,
     ),
 )
