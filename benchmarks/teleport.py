@@ -19,8 +19,12 @@ item, so the change is resolved only to that error). Runs are cached per folder 
 
 Usage::
 
-    .venv/bin/python benchmarks/teleport.py --out /tmp/teleport [--samplers dps dds] \
-        [--sets digits_inpaint_70 mri_x4_singlecoil real_ct_sparse_30]
+    .venv/bin/python benchmarks/teleport.py --out /tmp/teleport [--samplers dps dds tds] \
+        [--sets digits_inpaint_70 mri_x4_singlecoil real_ct_sparse_30] \
+        [--set sampler.tds.n_particles=16] [--items 0 1 2]
+
+``--set KEY=VALUE`` applies to every run (``sampler.NAME.KEY`` only to sampler NAME's runs);
+``--items`` evaluates those items of each set only.
 """
 
 from __future__ import annotations
@@ -45,11 +49,31 @@ SETS = {
 }
 
 
-def _run(set_name: str, prior: str, sampler: str, out: Path, samples: int, **values) -> dict:
+def _run(
+    set_name: str,
+    prior: str,
+    sampler: str,
+    out: Path,
+    samples: int,
+    overrides: list[str],
+    items: list[int] | None,
+    **values,
+) -> dict:
     tag = "-".join(f"{k}{v}" for k, v in values.items()) or "full"
-    cfg = run_config(None, sampler=sampler, prior=prior, n_samples=samples, **values)
+    mine = [o for o in overrides if not o.startswith("sampler.")]
+    mine += [
+        o.replace(f"sampler.{sampler}.", "sampler.", 1)
+        for o in overrides
+        if o.startswith(f"sampler.{sampler}.")
+    ]
+    if items is not None:
+        values["items"] = items
+    cfg = run_config(
+        None, sampler=sampler, prior=prior, n_samples=samples, overrides=mine, **values
+    )
     t = time.perf_counter()
-    folder = out / set_name / f"{sampler}-{tag}-s{samples}"
+    extra = "-".join(mine + [f"items{'_'.join(map(str, items))}"] * (items is not None))
+    folder = out / set_name / f"{sampler}-{tag}-s{samples}{'-' + extra if extra else ''}"
     res = evaluate(resolve_benchmark(set_name), cfg, folder)
     res["wall_s"] = time.perf_counter() - t
     return res
@@ -77,6 +101,8 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+", default=list(SETS))
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--samples", type=int, default=2, help="per item; PSNR of their mean")
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--items", type=int, nargs="+", default=None)
     args = ap.parse_args()
     steps = run_config(None).schedule.n_steps
     print(
@@ -87,7 +113,7 @@ def main() -> None:
     for set_name in args.sets:
         prior = SETS[set_name]
         for sampler in args.samplers:
-            run = (set_name, prior, sampler, args.out, args.samples)
+            run = (set_name, prior, sampler, args.out, args.samples, args.overrides, args.items)
             full = _run(*run)
             tele = _run(*run, teleport="auto")
             kept = round(steps * _nfe(tele) / max(_nfe(full), 1))

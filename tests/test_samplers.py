@@ -25,7 +25,7 @@ from recon.schedules import karras
 from recon.toy import mixture_problem
 
 F64 = torch.float64
-COMMON = {"x_init", "generator", "callback", "sigma_y", "return_particles"}
+COMMON = {"x_init", "generator", "callback", "sigma_y", "return_particles", "teleport_from"}
 FAST = {
     "reddiff": dict(lr=0.05),
     "dps": dict(vp_scale=None, zeta=0.1),
@@ -107,7 +107,8 @@ def test_every_keyword_is_common_or_a_configurable_hyperparameter(name):
     kw_only = {p.name for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY}
     fields = set(entry.config.model_fields) - {"name"}
     assert kw_only - COMMON == fields
-    assert COMMON - {"return_particles"} <= kw_only
+    assert COMMON - {"return_particles", "teleport_from"} <= kw_only
+    assert ("teleport_from" in kw_only) == entry.teleports_cloud
     assert list(sig.parameters)[:4] == ["denoiser", "y", "physics", "sigmas"]
     cfg = entry.config()
     assert hyperparameters(cfg) == entry.defaults()
