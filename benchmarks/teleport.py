@@ -72,7 +72,7 @@ def _run(
         None, sampler=sampler, prior=prior, n_samples=samples, overrides=mine, **values
     )
     t = time.perf_counter()
-    extra = "-".join(mine + [f"items{'_'.join(map(str, items))}"] * (items is not None))
+    extra = "-".join(mine + ([f"items{'_'.join(map(str, items))}"] if items else []))
     folder = out / set_name / f"{sampler}-{tag}-s{samples}{'-' + extra if extra else ''}"
     res = evaluate(resolve_benchmark(set_name), cfg, folder)
     res["wall_s"] = time.perf_counter() - t
