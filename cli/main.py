@@ -25,7 +25,8 @@ TELEPORT = typer.Option(
     "--teleport",
     help="Start the sampler at this noise level from an exact draw of the Gaussian posterior "
     "(Wang and Vastola 2024), saving the network calls above it; auto: where the network's "
-    "Gaussian partner denoises as well (`recon list priors`). DPS, DDS, DAPS, STSL.",
+    "Gaussian partner denoises as well (`recon list priors`). Samplers marked 'teleports' in "
+    "`recon list samplers`.",
 )
 
 app = typer.Typer(

@@ -32,6 +32,7 @@ def samplers() -> list[tuple[str, str]]:
         params = ", ".join(f"{k}={d}" for k, d, _ in s.describe()) or "(no hyperparameters)"
         flags = [s.kind] + ([] if s.stochastic else ["deterministic"])
         flags += [] if s.uses_prior else ["no prior"]
+        flags += ["teleports"] if s.starts_from_noise or s.teleports_cloud else []
         rows.append((name, f"{s.title}: {s.summary} [{', '.join(flags)}]\n{params}"))
     return rows
 

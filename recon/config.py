@@ -293,8 +293,8 @@ class RunConfig(Frozen):
         None,
         description="start the sampler at this noise level (data units) from an exact draw of "
         "the Gaussian posterior, skipping the network calls above it (Wang and Vastola 2024; "
-        "DPS, DDS, DAPS, STSL); auto: where the network and its Gaussian agree (recon list "
-        "priors); None: from pure noise",
+        "samplers marked 'teleports' in recon list samplers); auto: where the network and its "
+        "Gaussian agree (recon list priors); None: from pure noise",
     )
     teleport_prior: str | None = Field(
         None,
