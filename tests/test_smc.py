@@ -88,22 +88,21 @@ def gauss4(gen):
     return prior, physics, y
 
 
+def _model_draws(prior, y, physics, sig, m, generator, x_init=None):
+    """m unconditional draws of the discretised model (DPS's ancestral steps with zeta = 0)."""
+    y = y.expand(m, -1).clone()
+    return sample_dps(
+        prior, y, physics, sig, zeta=0.0, vp_scale=None, x_init=x_init, generator=generator
+    )
+
+
 def test_tds_matches_the_model_posterior(gauss4):
     """TDS targets the posterior of the discretised diffusion model. Reference: importance
     sampling of unconditional model draws (the same ancestral transitions, zeta = 0) by the
     likelihood. With many particles the TDS mean and evidence agree within Monte-Carlo error."""
     prior, physics, y = gauss4
     sig = karras(30, sigma_max=20.0).to(F64)
-    m = 20000
-    x0 = sample_dps(
-        prior,
-        y.expand(m, -1).clone(),
-        physics,
-        sig,
-        zeta=0.0,
-        vp_scale=None,
-        generator=torch.Generator().manual_seed(3),
-    )
+    x0 = _model_draws(prior, y, physics, sig, 20000, torch.Generator().manual_seed(3))
     loglik = -0.5 * ((physics.A(x0) - y) ** 2).sum(1) / 0.09 - math.log(2 * math.pi * 0.09)
     w = torch.softmax(loglik, 0)
     ref_mean = (w[:, None] * x0).sum(0)
@@ -187,16 +186,7 @@ def test_teleported_tds_matches_the_model_posterior(gauss4):
     g = torch.Generator().manual_seed(3)
     x_start = prior.sample(m, generator=g).reshape(m, -1)
     x_start = x_start + s0 * torch.randn(m, 4, generator=g, dtype=F64)
-    x0 = sample_dps(
-        prior,
-        y.expand(m, -1).clone(),
-        physics,
-        sig,
-        zeta=0.0,
-        vp_scale=None,
-        x_init=x_start,
-        generator=g,
-    )
+    x0 = _model_draws(prior, y, physics, sig, m, g, x_init=x_start)
     mu, cov = x0.mean(0), torch.cov(x0.T)
     gain = cov @ mat.T @ torch.linalg.inv(mat @ cov @ mat.T + 0.01 * torch.eye(2, dtype=F64))
     ref_mean = mu + gain @ (y[0] - mat @ mu)
