@@ -19,9 +19,10 @@ recorded beside it but not used: at the top levels, which EDM training rarely sa
 (``ln sigma ~ N(-1.2, 1.2^2)``), the network's outputs stray from the data mean and the
 Gaussian denoises better.
 
-Which samplers teleport: those whose state at ``sigmas[0]`` is ``x_init`` (DPS, DDS, DAPS,
-STSL; ``Sampler.starts_from_noise``), and TDS, whose cloud starts from ``n`` exact draws per
-measurement weighted to its twisted target (:func:`cloud_start`; ``Sampler.teleports_cloud``).
+Which samplers teleport (marked 'teleports' in ``recon list samplers``): those whose state at
+``sigmas[0]`` is ``x_init`` (``Sampler.starts_from_noise``), and particle samplers whose
+cloud starts from ``n`` exact draws per measurement weighted to its twisted target
+(:func:`cloud_start`; ``Sampler.teleports_cloud``).
 Units: images in [0, 1], ``sigma`` in data units.
 """
 
@@ -152,7 +153,7 @@ def cloud_start(
     ``p(x_sigma)`` weighs each by ``p~(y | x_sigma) / p_G(y | x_sigma)``, taking
     ``p(x_sigma) = p_G(x_sigma)`` (teleportation's premise). ``p_G(y | x_sigma) =
     N(y; A D_G(x_sigma), A C_sigma A^T + sigma_y^2 I)`` with ``D_G`` the Gaussian's denoiser
-    and ``C_sigma = sigma^2 (D_G(v) - D_G(0)) / v``, the covariance of ``x0 | x_sigma`` (the
+    and ``C_sigma v = sigma^2 (D_G(v) - D_G(0))``, the covariance of ``x0 | x_sigma`` (the
     Gaussian denoiser is affine); its quadratic form is solved by conjugate gradient in
     measurement space, in float64.
 
