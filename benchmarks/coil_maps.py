@@ -34,9 +34,14 @@ from recon.evaluate import evaluate
 from recon.sources import _acs_width
 
 
-def _fft2c(x: torch.Tensor) -> torch.Tensor:
-    d = (-2, -1)
-    return torch.fft.fftshift(torch.fft.fft2(torch.fft.ifftshift(x, dim=d), norm="ortho"), dim=d)
+def _measure(maps: torch.Tensor, mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Noiseless k-space of the real image x (H, W) under the given maps: the operator the
+    sets were simulated with (``recon.simulate``), complex (N, H, W)."""
+    cfg = O.MultiCoilMRIConfig(
+        img_size=tuple(x.shape), mask="given", coil_maps="given", n_coils=len(maps)
+    )
+    y = O.build(cfg, mask=mask, coil_maps=maps).A(torch.stack([x, torch.zeros_like(x)])[None])
+    return torch.complex(y[0, 0], y[0, 1])
 
 
 def _true_maps(scan: Path) -> torch.Tensor:
@@ -74,10 +79,10 @@ def _estimator_stats(scan: Path, estimator: str) -> tuple[float, float]:
         t = time.perf_counter()
         maps = O.COIL_ESTIMATORS[estimator](km, n_low)[0].to(torch.complex64)
         times.append(time.perf_counter() - t)
-        x = torch.as_tensor(truth).to(torch.complex64)
-        clean = _fft2c(truth_maps * x) * m
+        x = torch.as_tensor(truth).float()
+        clean = _measure(truth_maps, m, x)
         noise = float((k * m - clean).abs().pow(2).sum().sqrt())
-        errs.append(float((_fft2c(maps * x) * m - clean).abs().pow(2).sum().sqrt()) / noise)
+        errs.append(float((_measure(maps, m, x) - clean).abs().pow(2).sum().sqrt()) / noise)
     return sum(times) / len(times), sum(errs) / len(errs)
 
 

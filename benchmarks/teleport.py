@@ -33,6 +33,8 @@ import argparse
 import time
 from pathlib import Path
 
+from untuned import overrides_for  # benchmarks/ is the script's folder
+
 from recon.config import run_config
 from recon.datasets import resolve_benchmark
 from recon.evaluate import evaluate
@@ -60,12 +62,7 @@ def _run(
     **values,
 ) -> dict:
     tag = "-".join(f"{k}{v}" for k, v in values.items()) or "full"
-    mine = [o for o in overrides if not o.startswith("sampler.")]
-    mine += [
-        o.replace(f"sampler.{sampler}.", "sampler.", 1)
-        for o in overrides
-        if o.startswith(f"sampler.{sampler}.")
-    ]
+    mine = overrides_for(sampler, overrides)
     if items is not None:
         values["items"] = items
     cfg = run_config(

@@ -33,6 +33,14 @@ from recon.datasets import benchmark_sets, resolve_benchmark
 from recon.evaluate import evaluate
 
 
+def overrides_for(sampler: str, overrides: list[str]) -> list[str]:
+    """The ``--set`` items that apply to ``sampler``'s runs: every item not under ``sampler.``,
+    then ``sampler.NAME.KEY=VALUE`` of this sampler as ``sampler.KEY=VALUE``."""
+    common = [o for o in overrides if not o.startswith("sampler.")]
+    prefix = f"sampler.{sampler}."
+    return common + [o.replace(prefix, "sampler.", 1) for o in overrides if o.startswith(prefix)]
+
+
 def _one(set_name: str, sampler: str, overrides: list[str], out: Path, samples: int = 1) -> dict:
     bench = resolve_benchmark(set_name)
     tag = hashlib.sha1(" ".join(overrides).encode()).hexdigest()[:8] if overrides else "defaults"
@@ -68,11 +76,8 @@ def main() -> None:
         base = resolve_benchmark(name).baseline
         b = _one(name, base, [], args.out)
         cells = []
-        common = [o for o in args.overrides if not o.startswith("sampler.")]
         for s in args.samplers:
-            over = [o for o in args.overrides if o.startswith(f"sampler.{s}.")]
-            over = common + [o.replace(f"sampler.{s}.", "sampler.") for o in over]
-            r = _one(name, s, over, args.out, args.samples)
+            r = _one(name, s, overrides_for(s, args.overrides), args.out, args.samples)
             flag = " <" if r["psnr"]["mean"] < b["psnr"]["mean"] else ""
             cell = f"{r['psnr']['mean']:.2f} ± {r['psnr']['std']:.2f}{flag} ({r['wall_s']:.0f} s)"
             if "coverage" in r:

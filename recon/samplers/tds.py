@@ -80,7 +80,6 @@ def _clouds(
         x = sig[0] * particle_randn(streams, n, shape, like)
     else:  # teleported: x_T ~ p_G(x_T | y), weighed by p(x_T) / p_G(x_T | y) ~ 1 / p_G(y | x_T)
         x, log_pg = cloud_start(gaussian, y, physics, float(sig[0]), streams, n, sigma_y=s_y)
-        x = x.to(like.dtype)
     var0 = s_y**2 + c * sig[0] ** 2
     x0, logp, g = _log_twist(denoiser, x, sig[0], yn, physics, var0, True)
     log_w = logp.reshape(b, n).double()  # x_T ~ p(x_T): initial weight p~_T(y | x_T)
