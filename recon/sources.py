@@ -370,7 +370,11 @@ class FastMRISource(Source):
             multicoil=self.info.multicoil,
             scale=self.scale,
             recon_size=self.recon_size,
-            coil_estimator=getattr(self.operator, "coil_estimator", "lowres"),
+            coil_estimator=getattr(
+                self.operator,
+                "coil_estimator",
+                O.MultiCoilMRIConfig.model_fields["coil_estimator"].default,
+            ),
         )
         return Item(index, prep.y, truth, prep.inputs, prep.scale)
 

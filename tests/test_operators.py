@@ -349,5 +349,5 @@ def test_espirit_refuses_an_acs_too_narrow_to_calibrate():
 
     maps = O.birdcage_maps(4, (16, 16))
     k = torch.fft.fftshift(torch.fft.fft2(maps * 0.5, norm="ortho"), dim=(-2, -1))
-    with pytest.raises(UserError, match="coil_estimator lowres"):
+    with pytest.raises(UserError, match="coil_estimator smooth"):
         O.espirit_maps(k[None], 4)
