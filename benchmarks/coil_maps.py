@@ -1,7 +1,7 @@
 """Coil-map estimators on the multi-coil benchmark sets: reconstruction quality and cost.
 
-For each multi-coil set and each estimator (``lowres``: windowed low-resolution images over
-their root-sum-of-squares, recon's own; ``espirit``: sigpy's ``EspiritCalib``; with
+For each multi-coil set and each estimator of ``recon.operators.COIL_ESTIMATORS`` (``smooth``,
+the default, and ``lowres``: recon's own; ``espirit``: sigpy's ``EspiritCalib``; with
 ``--oracle`` also ``oracle``: the simulated birdcage maps the set was made with, which no real
 scan has, to show what the estimate costs), runs ``recon evaluate`` with ``pinv``, ``tv`` (the
 set's tuned lam) and ``dds`` (defaults, the set's default prior) with the run's
@@ -11,7 +11,7 @@ Prints a Markdown table: the estimator's seconds per slice, its model error (the
 maps are as good as the data can tell), and PSNR / SSIM (fastMRI convention) per sampler.
 
 Run: .venv/bin/python benchmarks/coil_maps.py --out /tmp/coil_maps [--sets mri_x4_multicoil]
-    [--oracle] [--samplers pinv tv dds]
+    [--oracle] [--estimators smooth lowres] [--samplers pinv tv dds]
 """
 
 from __future__ import annotations
@@ -35,10 +35,16 @@ from recon.sources import _acs_width
 
 
 def _measure(maps: torch.Tensor, mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Noiseless k-space of the real image x (H, W) under the given maps: the operator the
-    sets were simulated with (``recon.simulate``), complex (N, H, W)."""
+    """Noiseless k-space of the real image x (h, w) under the given maps (N, H, W) on the
+    k-space grid (readout oversampling: (H, W) larger than (h, w)): the operator the sets were
+    simulated with (``recon.simulate``), complex (N, H, W)."""
+    enc = tuple(maps.shape[-2:])
     cfg = O.MultiCoilMRIConfig(
-        img_size=tuple(x.shape), mask="given", coil_maps="given", n_coils=len(maps)
+        img_size=tuple(x.shape),
+        encoded_size=enc if enc != tuple(x.shape) else None,
+        mask="given",
+        coil_maps="given",
+        n_coils=len(maps),
     )
     y = O.build(cfg, mask=mask, coil_maps=maps).A(torch.stack([x, torch.zeros_like(x)])[None])
     return torch.complex(y[0, 0], y[0, 1])
@@ -91,6 +97,9 @@ def main() -> None:
     ap.add_argument("--sets", nargs="+", default=["mri_x4_multicoil", "mri_x8_multicoil"])
     ap.add_argument("--samplers", nargs="+", default=["pinv", "tv", "dds"])
     ap.add_argument("--oracle", action="store_true", help="add the true (simulated) maps' row")
+    ap.add_argument(
+        "--estimators", nargs="+", choices=list(O.COIL_ESTIMATORS), help="default: all of them"
+    )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     print(
@@ -99,7 +108,7 @@ def main() -> None:
     print("| --- | --- | --- | --- | " + " | ".join("---" for _ in args.samplers) + " |")
     for name in args.sets:
         bench = resolve_benchmark(name)
-        for est in [*O.COIL_ESTIMATORS, *(["oracle"] if args.oracle else [])]:
+        for est in [*(args.estimators or O.COIL_ESTIMATORS), *(["oracle"] * args.oracle)]:
             ctx = _oracle(bench.scan) if est == "oracle" else contextlib.nullcontext()
             cells = []
             with ctx:
