@@ -73,6 +73,30 @@ def test_stsl_equals_dps_on_a_gaussian_prior(gen):
     assert torch.allclose(a, b, atol=1e-8)
 
 
+def test_stsl_default_is_dps_on_any_prior():
+    """The default weight is 0 (module docstring): then STSL is DPS draw for draw, also where
+    the prior is not Gaussian (a two-mode mixture), and needs no probe network calls."""
+    prob = mixture_problem(8, 2, seed=0)
+    ys = prob.y.expand(4, -1).clone()
+    sig = karras(20, sigma_min=0.01, sigma_max=100.0).to(F64)
+    calls = []
+
+    def counted(x, s):
+        calls.append(len(x))
+        return prob.prior(x, s)
+
+    kw = dict(zeta=0.2, vp_scale=1.0)
+    a = sample_stsl(
+        counted, ys, prob.physics, sig, generator=torch.Generator().manual_seed(1), **kw
+    )
+    n_stsl = len(calls)
+    b = sample_dps(
+        counted, ys, prob.physics, sig, generator=torch.Generator().manual_seed(1), **kw
+    )
+    assert torch.allclose(a, b, atol=1e-10)
+    assert n_stsl == len(calls) - n_stsl
+
+
 def test_stsl_on_the_grid_mixture_is_no_worse_than_dps():
     """d=8, d_y=2: STSL's SW to the exact posterior is within Monte-Carlo noise of DPS's or
     better (the Gaussian-prior reduction makes them equal in law there)."""
