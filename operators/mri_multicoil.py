@@ -86,13 +86,18 @@ def birdcage_maps(n_coils: int, shape: tuple[int, int], *, radius: float = 1.5) 
     return (maps / rss).to(torch.complex64)
 
 
+def _acs_rows(h: int, w: int, num_low: int) -> int:
+    """Rows of the ACS block: the same fraction of ``h`` as ``num_low`` is of ``w``."""
+    return max(round(h * num_low / w), 1)
+
+
 def _acs_images(kspace: Tensor, num_low: int) -> Tensor:
     """Hann-windowed low-resolution coil images from the ACS region, complex (B, N, H, W):
     the central ``num_low`` columns and the same fraction of rows."""
     if not kspace.is_complex():
         kspace = torch.complex(kspace[:, 0], kspace[:, 1])
     h, w = kspace.shape[-2:]
-    nrow = max(round(h * num_low / w), 1)
+    nrow = _acs_rows(h, w, num_low)
     win_w = torch.hann_window(num_low + 2, periodic=False, dtype=torch.float64)[1:-1]
     win_h = torch.hann_window(nrow + 2, periodic=False, dtype=torch.float64)[1:-1]
     window = torch.zeros(h, w, dtype=torch.float64, device=kspace.device)
@@ -190,7 +195,7 @@ def smooth_coil_maps(
     """
     imgs = _acs_images(kspace, num_low)  # the data's precision; the small solve in float64
     h, w = imgs.shape[-2:]
-    nrow = max(round(h * num_low / w), 1)
+    nrow = _acs_rows(h, w, num_low)
     k = max(1, min(n_basis, num_low))
     bh, bw = _cosines(h, k, imgs.device), _cosines(w, k, imgs.device)
     rss = imgs.abs().pow(2).sum(1).sqrt()  # (B, H, W)
