@@ -180,8 +180,9 @@ def smooth_coil_maps(
     18.45 to 14.74 dB).
     A polynomial coil-sensitivity model as in JSENSE (Ying and Sheng, "Joint image
     reconstruction and sensitivity estimation in SENSE", MRM 2007), fitted without iterating.
-    ``n_basis`` and ``border`` were chosen on tuning photographs (the generic corpus's
-    training crops) simulated with 8 birdcage coils at x4 (``benchmarks/coil_maps.py``).
+    ``n_basis`` and ``border`` were chosen on tuning images only (crops of the generic
+    corpus's training photographs and phantoms of another seed, simulated with 8 birdcage
+    coils at x4; figures in ``benchmarks/README.md``, "Coil-map estimators").
 
     Args:
         kspace: complex multi-coil k-space (B, N, H, W), centred, or its 2-channel real form.
