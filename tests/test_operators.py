@@ -392,3 +392,13 @@ def test_espirit_refuses_an_acs_too_narrow_to_calibrate():
     k = torch.fft.fftshift(torch.fft.fft2(maps * 0.5, norm="ortho"), dim=(-2, -1))
     with pytest.raises(UserError, match="coil_estimator smooth"):
         O.espirit_maps(k[None], 4)
+
+
+def test_coil_estimator_names_agree():
+    """The config's choices, the registry and the help text name the same estimators."""
+    import typing
+
+    from recon.operators.mri_multicoil import COIL_ESTIMATOR_HELP, CoilEstimator
+
+    assert set(typing.get_args(CoilEstimator)) == set(O.COIL_ESTIMATORS)
+    assert all(f"{name} (" in COIL_ESTIMATOR_HELP for name in O.COIL_ESTIMATORS)
