@@ -176,8 +176,8 @@ def smooth_coil_maps(
     pixels at each edge (``W / (num_low + 1)`` across), where the wrap acts; the fit extends the
     maps over that band. Then ``sum_c |S_c|^2 = 1``, and the maps are zeroed where the
     low-resolution sum-of-squares is below ``crop`` of its maximum, as :func:`estimate_coil_maps`
-    does (a support constraint: without it the pseudo-inverse of the x4 phantoms fell from
-    18.45 to 14.74 dB).
+    does (a support constraint, which the pseudo-inverse of phantoms on a black background
+    needs).
     A polynomial coil-sensitivity model as in JSENSE (Ying and Sheng, "Joint image
     reconstruction and sensitivity estimation in SENSE", MRM 2007), fitted without iterating.
     ``n_basis`` and ``border`` were chosen on tuning images only (crops of the generic

@@ -29,12 +29,11 @@ with any denoiser. Per step, in the VE sigma form, with the score
 **The default weight is ``gamma = 0``** (recon's departure; the reference's value is 0.02):
 with the term switched off STSL is DPS at DPS's cost. With a network prior the gradient of
 a one-probe Hutchinson estimate is mostly noise (with a Gaussian prior it is exactly zero),
-and every measurement with recon's networks lost PSNR to it: on the tuning photographs of
-``scripts/tune_baselines.py --default stsl gamma 0 0.002 0.02`` (the real-image sets,
-default prior generic-patch), PSNR over the baseline was +13.69 / +12.67 / +6.46 dB on
-inpainting and -0.73 / -1.34 / -6.02 on single-coil MRI x4; with 0.02 the real-image
-evaluation sets fell below the baseline (single-coil MRI 15.21 dB against 25.35, multi-coil
-15.29 against 17.35, ``benchmarks/README.md``). ``gamma > 0`` runs the term as described.
+and every measurement with recon's networks lost PSNR to it: the weight was chosen with
+``scripts/tune_baselines.py --default stsl gamma 0 0.002 0.02`` on the real-image sets'
+tuning photographs, and with 0.02 the real-image MRI sets fell below the zero-filled
+baseline (figures: ``benchmarks/README.md``, "STSL and DAPS with the default prior").
+``gamma > 0`` runs the term as described.
 
 Probe noise comes from a per-row stream derived from (not drawn from) the row's stream, so the
 ancestral noise equals DPS's for the same generator. For a Gaussian prior ``T`` is constant in
