@@ -172,9 +172,10 @@ def smooth_coil_maps(
     edge (photographs, tight fields of view) the ratio ``I_c / rss`` is wrong there. Here each
     map is ``S_c = sum_kl a_ckl cos_k(y) cos_l(x)`` (``n_basis`` DCT-II functions per axis,
     non-periodic), fitted by weighted least squares ``min sum w |S_c rss - I_c|^2`` with the
-    weight ``w = rss`` inside the field of view and 0 in a band of ``border * H / (num_low + 1)``
-    pixels at each edge (``W / (num_low + 1)`` across), where the wrap acts; the fit extends the
-    maps over that band. Then ``sum_c |S_c|^2 = 1``, and the maps are zeroed where the
+    weight ``w = rss`` inside the field of view and 0 in a band of ``border`` low-resolution
+    pixels at each edge (a low-resolution pixel is ``H / (n_rows + 1)`` pixels down and
+    ``W / (num_low + 1)`` across, ``n_rows`` the ACS rows), where the wrap acts; the fit
+    extends the maps over that band. Then ``sum_c |S_c|^2 = 1``, and the maps are zeroed where the
     low-resolution sum-of-squares is below ``crop`` of its maximum, as :func:`estimate_coil_maps`
     does (a support constraint, which the pseudo-inverse of phantoms on a black background
     needs).
