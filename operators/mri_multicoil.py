@@ -179,8 +179,9 @@ def smooth_coil_maps(
     low-resolution sum-of-squares is below ``crop`` of its maximum, as :func:`estimate_coil_maps`
     does (a support constraint, which the pseudo-inverse of phantoms on a black background
     needs).
-    A polynomial coil-sensitivity model as in JSENSE (Ying and Sheng, "Joint image
-    reconstruction and sensitivity estimation in SENSE", MRM 2007), fitted without iterating.
+    A smooth parametric coil-sensitivity model, as JSENSE's polynomial one (Ying and Sheng,
+    "Joint image reconstruction and sensitivity estimation in SENSE", MRM 2007), fitted once
+    to the ACS images instead of alternated with the image.
     ``n_basis`` and ``border`` were chosen on tuning images only (crops of the generic
     corpus's training photographs and phantoms of another seed, simulated with 8 birdcage
     coils at x4; figures in ``benchmarks/README.md``, "Coil-map estimators").
