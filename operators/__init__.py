@@ -22,6 +22,7 @@ from ._common import (
     cast,
     noise_sigma,
     norm_sq,
+    preconditioned,
 )
 from .ct import CTConfig, ParallelBeamCT
 from .custom import FunctionalPhysics, MatrixPhysics, from_functions, from_matrix, operator_matrix
@@ -103,4 +104,5 @@ __all__ = [
     "noise_sigma",
     "norm_sq",
     "operator_matrix",
+    "preconditioned",
 ]

@@ -16,6 +16,8 @@ native detector cells spanning the image diagonal; its adjoint is the exact auto
 
 ``A_dagger`` is a per-sample CG least-squares solve (``dagger_iters`` iterations);
 ``fbp(y)`` is filtered back-projection (ramp filter), the classical baseline.
+``metric_sqrt(y)`` is the square root of the ramp filter, the data-space preconditioner of the
+gradient samplers (:func:`recon.operators.preconditioned`).
 """
 
 from __future__ import annotations
@@ -121,6 +123,21 @@ class ParallelBeamCT(dinv.physics.LinearPhysics):
         return conjugate_gradient(
             self.A_adjoint_A, self.A_adjoint(y), n_iter=self.dagger_iters, tol=1e-6
         )
+
+    def metric_sqrt(self, y: Tensor) -> Tensor:
+        """``M y``: the square root of the ramp filter ``|f|`` along the detector axis, by a
+        zero-padded FFT (at least twice the detector count, so no wrap-around); shape of y.
+
+        ``M`` is self-adjoint and positive semi-definite (a crop of a circulant with a real,
+        even, non-negative symbol), and ``A^T M^2`` is a filtered back-projection up to a
+        constant (the ramp on this detector grid; no quadrature weight), so ``A^T M^2 A`` has a
+        nearly flat spectrum on its range. Per row: no batch-mate enters a row's output.
+        """
+        n = y.shape[-2]
+        n_fft = 2 ** math.ceil(math.log2(2 * n))
+        ramp = torch.fft.rfftfreq(n_fft, dtype=y.dtype, device=y.device).sqrt()
+        spec = torch.fft.rfft(y, n=n_fft, dim=-2) * ramp[:, None]
+        return torch.fft.irfft(spec, n=n_fft, dim=-2)[..., :n, :]
 
     def fbp(self, y: Tensor) -> Tensor:
         """Filtered back-projection (ramp filter), shape (B, 1, W, W)."""

@@ -342,6 +342,35 @@ def test_operator_norm_is_per_row_and_dps_step_is_invariant_to_units(gauss8, gen
     assert not torch.allclose(paper, run[0], atol=1e-3)
 
 
+def test_preconditioned_data_term_brings_ct_closer_to_the_posterior(gen):
+    """On sparse-view CT with an exact Gaussian prior, the mean of DPS draws and the RED-Diff
+    estimate land much closer to the exact posterior mean with the ramp preconditioner (the
+    default) than with the plain ``A^T r`` (measured 12 steps: DPS 0.09 vs 0.25, RED-Diff 0.06
+    vs 0.21 relative error); STSL takes DPS's data term and gives DPS's draws."""
+    w = 16
+    shape = (1, w, w)
+    prior = GaussianPrior(
+        torch.full(shape, 0.5, dtype=F64), torch.full((w * w,), 0.04, dtype=F64), shape=shape
+    )
+    physics = O.cast(O.build(O.CTConfig(img_size=(w, w), n_angles=30, sigma_y=0.01)), F64)
+    y = physics.A(prior.sample(1, generator=gen))
+    y = y + 0.01 * torch.randn(y.shape, generator=gen, dtype=F64)
+    want = prior.posterior(physics, y).mean[0]
+    ys = y.expand(32, *y.shape[1:]).clone()
+    sig = karras(12, sigma_min=0.01, sigma_max=20.0).to(F64)
+
+    def draw(name, yy, **kw):  # library defaults
+        return SAMPLERS[name].fn(prior, yy, physics, sig, generator=_gens(range(len(yy))), **kw)
+
+    for name in ("dps", "reddiff"):
+        err = {}
+        for pre in (False, True):
+            s = draw(name, ys, precondition=pre)
+            err[pre] = float((s.mean(0) - want).norm() / want.norm())
+        assert err[True] < 0.6 * err[False], (name, err)
+    torch.testing.assert_close(draw("stsl", ys[:2]), draw("dps", ys[:2]), rtol=0, atol=1e-12)
+
+
 def test_dps_moves_toward_data_and_mean_error_shrinks_with_steps(gauss8, gen):
     prior, a = gauss8
     physics = O.from_matrix(a, sigma_y=0.05)

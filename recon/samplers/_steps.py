@@ -20,11 +20,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple
+from typing import Annotated, Literal, NamedTuple
 
 import deepinv as dinv
 import numpy as np
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from recon.linalg import batch_dot, batch_norm, bview, conjugate_gradient
@@ -32,6 +33,16 @@ from recon.operators import noise_sigma, norm_sq
 from recon.priors.base import Denoiser
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
+
+# the data-term preconditioner switch of the gradient samplers (DPS, STSL, RED-Diff)
+Precondition = Annotated[
+    bool,
+    Field(
+        description="weigh the residual by the operator's preconditioner where it has one "
+        "(CT: square root of the ramp filter, the gradient is an FBP of the residual); "
+        "False: the paper's plain A^T r"
+    ),
+]
 
 __all__ = [
     "CountingDenoiser",

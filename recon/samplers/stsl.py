@@ -24,7 +24,8 @@ with any denoiser. Per step, in the VE sigma form, with the score
    curvature), on top of DPS's data pull (tested on a two-mode mixture);
 3. the DDIM(eta)/ancestral step, then ``x <- x + zeta_i grad L`` with DPS's step rule
    (``zeta sqrt(w(sigma_i) w(sigma_{i+1})) / ||A||^2``, see :mod:`recon.samplers.dps`): the
-   data term is DPS's un-squared per-sample norm.
+   data term is DPS's un-squared per-sample norm, in the operator's preconditioning metric
+   where it has one (``precondition``, DPS's default; :mod:`recon.samplers.dps`).
 
 **The default weight is ``gamma = 0``** (recon's departure; the reference's value is 0.02):
 with the term switched off STSL is DPS at DPS's cost. With a network prior the gradient of
@@ -51,10 +52,21 @@ from pydantic import Field
 from torch import Tensor
 
 from recon.linalg import batch_dot, batch_norm
+from recon.operators import preconditioned
 from recon.priors.base import Denoiser
 
 from ._registry import Sampler
-from ._steps import Callback, Generators, StepInfo, ddim_step, denoise, guidance_step, randn, start
+from ._steps import (
+    Callback,
+    Generators,
+    Precondition,
+    StepInfo,
+    ddim_step,
+    denoise,
+    guidance_step,
+    randn,
+    start,
+)
 from .dps import SAMPLERS as _DPS_ENTRY
 from .dps import DDIMEta, Normalize, VPScale, Zeta
 
@@ -116,6 +128,7 @@ def sample_stsl(
     zeta: Zeta = _DPS["zeta"],
     vp_scale: VPScale = _DPS["vp_scale"],
     normalize: Normalize = _DPS["normalize"],
+    precondition: Precondition = _DPS["precondition"],
     gamma: Annotated[
         float,
         Field(
@@ -134,6 +147,7 @@ def sample_stsl(
     """Draw one STSL sample per measurement (see module docstring), (B, *x_shape)."""
     with torch.no_grad():
         streams, sig, x, _ = start(y, physics, sigmas, generator, x_init=x_init, sigma_y=sigma_y)
+        g_phys, g_y = preconditioned(physics, y) if precondition else (physics, y)
         pstreams = _probe_streams(streams)
         n_norm = sum(x.shape[1:])  # the reference's normalisation (module docstring)
         vp = vp_scale if vp_scale is not None else _DPS["vp_scale"]
@@ -143,7 +157,7 @@ def sample_stsl(
             with torch.enable_grad():
                 xg = x.detach().requires_grad_(True)
                 x0 = denoise(denoiser, xg, s)
-                loss = -batch_norm(y - physics.A(x0))
+                loss = -batch_norm(g_y - g_phys.A(x0))
                 if gamma > 0:
                     c_t = vp * (1.0 + (s / vp) ** 2) ** 0.5  # a unit of the VP state
                     lap = hutchinson_laplacian(
@@ -153,7 +167,8 @@ def sample_stsl(
                 (grad,) = torch.autograd.grad(loss.sum(), xg)
             noise = randn(streams, x.shape[1:], x) if (eta > 0 and s_next > 0) else None
             x_new = ddim_step(x, x0.detach(), s, s_next, noise, eta=eta)
-            x = x_new + guidance_step(zeta, vp_scale, s, s_next, physics, x, normalize) * grad
+            step = guidance_step(zeta, vp_scale, s, s_next, g_phys, x, normalize)
+            x = x_new + step * grad
             if callback is not None:
                 callback(StepInfo(i, s, x, x0.detach()))
         return x
