@@ -45,9 +45,9 @@ available as ``data_weight="official"``, ``betas=(0.9, 0.99)``, ``precondition=F
   operators have no ``M``: unchanged.
 
 Measured (``benchmarks/README.md``, "RED-Diff untuned"): with the fitting network prior, 50
-steps, the first two departures lift mri_x4_multicoil from 14.9 to 23.2 dB (pinv 18.1) and ct_sparse_30
-from 15.0 to 17.3 dB, still below FBP (20.8); the preconditioned data term lifts it to 26.7 dB
-at 50 steps (without it: 20.3 dB at 200 steps).
+steps, the first two departures lift mri_x4_multicoil from 14.9 to 23.2 dB (pinv 18.1) and
+ct_sparse_30 from 15.0 to 17.3 dB, still below FBP (20.8); the preconditioned data term lifts
+it to 26.7 dB at 50 steps (without it: 20.3 dB at 200 steps).
 
 For a Gaussian prior ``N(m, C)`` the expected gradient of the second term is
 ``lam * sigma_t^2 / d * (C + sigma_t^2 I)^{-1} (mu - m)``: at a fixed level ``sigma``, RED-Diff
