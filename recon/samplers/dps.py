@@ -37,15 +37,10 @@ and needs per-task tuning; normalised, the update is invariant to the units of y
 (``A, y -> c A, c y`` gives the same samples, tested), and MRI and inpainting (``||A|| = 1``)
 are unchanged.
 
-``precondition = True`` (recon's default, a documented departure) takes the residual in the
-operator's preconditioning metric, ``||M (y - A x0_hat)||``
-(:func:`recon.operators.preconditioned`), where the operator has one: on CT ``M`` is the square
-root of the ramp filter, so the gradient is a filtered back-projection of the residual instead
-of a plain back-projection, and the step is normalised by ``||M A||``. Plain ``A^T r`` fits the
-Radon transform's high frequencies too slowly for 50 steps: DPS stayed below FBP on
-sparse-view CT for every ``zeta`` (benchmarks/README.md, "Preconditioned data terms on CT").
-MRI, inpainting and super-resolution have no ``M``: there the flag changes nothing.
-``precondition = False`` is the paper's update.
+``precondition = True`` (recon's default, a documented departure) takes the residual as
+``||M (y - A x0_hat)||`` with the operator's preconditioner ``M`` where it has one (CT; why:
+:func:`recon.operators.preconditioned`), and normalises the step by ``||M A||``; elsewhere it
+changes nothing. ``precondition = False`` is the paper's update.
 
 Cost per step: one forward and one VJP through the denoiser (``vjp_chunk`` rows at a time).
 """

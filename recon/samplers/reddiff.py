@@ -36,13 +36,9 @@ available as ``data_weight="official"``, ``betas=(0.9, 0.99)``, ``precondition=F
   over a fifth of the run, from noise levels long past; horizons scaled linearly, (0, 0.8) at
   50, leave the network's noisy prior gradient unaveraged (both measured).
 
-- ``precondition=True`` (default): the data term is taken in the operator's preconditioning
-  metric, ``||M (y - A mu)||^2`` with ``||M A||^2`` in the weight
-  (:func:`recon.operators.preconditioned`; CT only: ``M`` is the square root of the ramp
-  filter, so the data gradient is a filtered back-projection of the residual). The plain
-  ``A^T r`` fits the Radon transform's high frequencies too slowly for 50 steps (sparse-view CT
-  stayed below FBP; ``benchmarks/README.md``, "Preconditioned data terms on CT"). Other
-  operators have no ``M``: unchanged.
+- ``precondition=True`` (default): the data term is ``||M (y - A mu)||^2`` with ``||M A||^2``
+  in the weight, ``M`` the operator's preconditioner where it has one (CT; why:
+  :func:`recon.operators.preconditioned`); elsewhere unchanged.
 
 Measured (``benchmarks/README.md``, "RED-Diff untuned"): with the fitting network prior, 50
 steps, the first two departures lift mri_x4_multicoil from 14.9 to 23.2 dB (pinv 18.1) and

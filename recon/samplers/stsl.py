@@ -23,7 +23,7 @@ with any denoiser. Per step, in the VE sigma form, with the score
    is most negative at sharp peaks of ``log p_t``: the term pulls towards the modes (higher
    curvature), on top of DPS's data pull (tested on a two-mode mixture);
 3. the DDIM(eta)/ancestral step, then ``x <- x + zeta_i grad L`` with DPS's step rule
-   (``zeta sqrt(w(sigma_i) w(sigma_{i+1})) / ||A||^2``, see :mod:`recon.samplers.dps`): the
+   (``zeta sqrt(w(sigma_i) w(sigma_{i+1})) / ||A||``, see :mod:`recon.samplers.dps`): the
    data term is DPS's un-squared per-sample norm, in the operator's preconditioning metric
    where it has one (``precondition``, DPS's default; :mod:`recon.samplers.dps`).
 
@@ -153,12 +153,14 @@ def sample_stsl(
         vp = vp_scale if vp_scale is not None else _DPS["vp_scale"]
         for i in range(len(sig) - 1):
             s, s_next = sig[i], sig[i + 1]
-            probes = torch.stack([randn(pstreams, x.shape[1:], x) for _ in range(n_probes)])
             with torch.enable_grad():
                 xg = x.detach().requires_grad_(True)
                 x0 = denoise(denoiser, xg, s)
                 loss = -batch_norm(g_y - g_phys.A(x0))
-                if gamma > 0:
+                if gamma > 0:  # probes from their own streams: none drawn when the term is off
+                    probes = torch.stack(
+                        [randn(pstreams, x.shape[1:], x) for _ in range(n_probes)]
+                    )
                     c_t = vp * (1.0 + (s / vp) ** 2) ** 0.5  # a unit of the VP state
                     lap = hutchinson_laplacian(
                         denoiser, xg, s, probes, delta=probe_scale * c_t, score_x=(x0 - xg) / s**2
