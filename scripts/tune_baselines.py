@@ -3,10 +3,11 @@
 For each set in data/benchmarks, two phantoms from seed 778 (not the evaluation seed 777), or
 two held-out test digits not in the evaluated ones, or - for the real-image sets ``real_*`` -
 two crops of the generic corpus's training photographs (seeds 778, 779; never the evaluated
-images), are simulated with the set's operator; TV ``lam`` and DDS ``gamma`` are swept (DDS
-with the phantom or digits Gaussian prior, or the default generic prior on real sets) and the
-best by mean PSNR is recorded in the set's ``info.json`` under
-``tuned`` (``recon evaluate`` applies it unless a config or ``--set`` sets it).
+images), are simulated with the set's operator; TV ``lam`` and DDS ``gamma`` (its default
+``"auto"`` among the values) are swept (DDS with the phantom or digits Gaussian prior, or the
+default generic prior on real sets) and the best by mean PSNR is recorded in the set's
+``info.json`` under ``tuned`` (``recon evaluate`` applies it unless a config or ``--set`` sets
+it).
 
 Run: .venv/bin/python scripts/tune_baselines.py [--only tv|dds] [--sets NAME ...]
 
@@ -31,7 +32,9 @@ from recon.simulate import simulate
 
 SWEEPS = {
     "tv": ("lam", [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]),
-    "dds": ("gamma", [1.0, 10.0, 100.0, 1000.0]),
+    # "auto" is the library default: tuning may keep it; 1.0 is the paper's constant, and the
+    # range goes past 1000 (CT's best in the earlier sweep, which ended there)
+    "dds": ("gamma", ["auto", 1.0, 10.0, 100.0, 1000.0, 10000.0]),
 }
 
 
@@ -45,7 +48,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.default:
         sampler, param, *values = args.default
-        choose_default(sampler, param, [float(v) for v in values], args.sets)
+        choose_default(sampler, param, [_value(v) for v in values], args.sets)
         return
 
     for name, bench, info, prior, scan in _tuning_scans(args.sets):
@@ -70,11 +73,19 @@ def main() -> None:
                 "swept": {str(k): round(s, 2) for k, s in scores.items()},
             }
             print(
-                f"{name:20s} {sampler:4s} {param}={best:<8g} PSNR {scores[best]:.2f} "
-                f"(swept {', '.join(f'{k:g}: {s:.2f}' for k, s in scores.items())})"
+                f"{name:20s} {sampler:4s} {param}={best!s:<8} PSNR {scores[best]:.2f} "
+                f"(swept {', '.join(f'{k}: {s:.2f}' for k, s in scores.items())})"
             )
         info["tuned"] = tuned
         info_path.write_text(json.dumps(info, indent=2) + "\n")
+
+
+def _value(text: str) -> float | str:
+    """A swept value from the command line: a number, or a word such as ``auto``."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _tuning_scans(only: list[str] | None):
@@ -131,10 +142,12 @@ def _psnr(scan: Path, sampler: dict, prior: dict) -> float:
     return sum(res.metrics["psnr"]) / len(res.metrics["psnr"])
 
 
-def choose_default(sampler: str, param: str, values: list[float], only: list[str] | None) -> None:
+def choose_default(
+    sampler: str, param: str, values: list[float | str], only: list[str] | None
+) -> None:
     """Print PSNR - baseline per set and value; the value with the best worst case."""
-    margins: dict[float, list[float]] = {v: [] for v in values}
-    print(f"| set | baseline | {' | '.join(f'{param}={v:g}' for v in values)} |")
+    margins: dict[float | str, list[float]] = {v: [] for v in values}
+    print(f"| set | baseline | {' | '.join(f'{param}={v}' for v in values)} |")
     print("| --- | --- | " + " | ".join("---" for _ in values) + " |")
     for name, bench, _, prior, scan in _tuning_scans(only):
         base = _psnr(scan, {"name": bench.baseline}, prior)
@@ -145,7 +158,7 @@ def choose_default(sampler: str, param: str, values: list[float], only: list[str
             cells.append(f"{m:+.2f}")
         print(f"| {name} | {base:.2f} dB | {' | '.join(cells)} |", flush=True)
     best = max(values, key=lambda v: min(margins[v]))
-    print(f"\nbest worst-case margin: {param}={best:g} ({min(margins[best]):+.2f} dB)")
+    print(f"\nbest worst-case margin: {param}={best} ({min(margins[best]):+.2f} dB)")
 
 
 if __name__ == "__main__":
