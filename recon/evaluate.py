@@ -74,7 +74,9 @@ def evaluate(
     on_item: Callable[[int, int, dict[str, float] | None], None] | None = None,
     context: Context = SINGLE,
 ) -> dict[str, Any] | None:
-    """Evaluate ``cfg`` (prior, sampler, schedule, samples, seed) on a benchmark set.
+    """Evaluate ``cfg`` (prior, sampler, schedule, samples, seed) on a benchmark set; with
+    ``cfg.items``, on those items only (the run and the summary; finished items of the folder
+    are reused either way).
 
     Under torchrun (``context``) the items are dealt to the ranks; each rank writes its items'
     ``.npz`` files, and rank 0 holds the folder's lock, records every finished row in
@@ -102,6 +104,10 @@ def evaluate(
 
         done = ctx.broadcast(ctx.collective(claim))
         info_n = _n_items(bench)
+        wanted = list(range(info_n)) if cfg.items is None else sorted(set(cfg.items))
+        for i in wanted:
+            if not 0 <= i < info_n:
+                raise UserError(f"{bench.name}: item {i} does not exist (it has {info_n})")
         vmax = _truth_volume_max(bench.scan)
         mri = bench.kind.startswith("mri")
         device = ctx.device(cfg.device)
@@ -144,7 +150,7 @@ def evaluate(
             for i in sorted(done):
                 on_item(i, info_n, None)
         run_rows(
-            [(i,) for i in range(info_n) if i not in done],
+            [(i,) for i in wanted if i not in done],
             compute,
             batch_size=1,
             ctx=ctx,
@@ -153,7 +159,8 @@ def evaluate(
         )
         if not ctx.is_main:
             return None
-        return _summarize(bench, cfg, out, done, mri=mri)
+        # the requested items only (the folder may hold others, from a run with other items)
+        return _summarize(bench, cfg, out, {i: done[i] for i in wanted if i in done}, mri=mri)
 
 
 NPZ_KEYS = ("reconstruction", "std", "input", "truth")

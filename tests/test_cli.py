@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import h5py
+import pytest
 from typer.testing import CliRunner
 
 from recon.cli.main import app
@@ -166,6 +167,30 @@ def test_evaluate_a_sampler_without_prior_records_none(tmp_path):
     summary = json.loads((out / "results.json").read_text())
     assert summary["prior"] is None and summary["sampler"] == "pinv"
     assert len(summary["items"]) == 6
+
+
+def test_evaluate_runs_only_the_requested_items_and_resumes_to_the_rest(tmp_path):
+    """Regression: ``RunConfig.items`` was ignored by ``evaluate`` (every item ran, and the
+    benchmarks' ``--items`` with it)."""
+    from recon.config import run_config
+    from recon.datasets import resolve_benchmark
+    from recon.errors import UserError
+    from recon.evaluate import evaluate
+
+    bench, out = resolve_benchmark("phantom_sr_x4"), tmp_path / "res"
+    part = evaluate(bench, run_config(None, sampler="pinv", items=[4, 1]), out)
+    assert [r["index"] for r in part["items"]] == [1, 4]
+    rows = (out / "items.csv").read_text().splitlines()[1:]
+    assert sorted(int(r.split(",")[0]) for r in rows) == [1, 4]
+    full = evaluate(bench, run_config(None, sampler="pinv"), out)
+    assert [r["index"] for r in full["items"]] == list(range(6))
+    same = {r["index"]: r["psnr"] for r in full["items"]}
+    assert all(same[r["index"]] == r["psnr"] for r in part["items"])
+    # the subset's summary is over the subset, though the folder now holds every item
+    again = evaluate(bench, run_config(None, sampler="pinv", items=[1]), out)
+    assert [r["index"] for r in again["items"]] == [1]
+    with pytest.raises(UserError, match="item 6 does not exist"):
+        evaluate(bench, run_config(None, sampler="pinv", items=[6]), out)
 
 
 def test_train_prior_zero_is_a_value_not_unset(tmp_path):
