@@ -7,7 +7,8 @@ images), are simulated with the set's operator; TV ``lam`` and DDS ``gamma`` (it
 ``"auto"`` among the values) are swept (DDS with the phantom or digits Gaussian prior, or the
 default generic prior on real sets) and the best by mean PSNR is recorded in the set's
 ``info.json`` under ``tuned`` (``recon evaluate`` applies it unless a config or ``--set`` sets
-it).
+it), unless the library default is within ``KEEP_DEFAULT_DB`` of it (then nothing is recorded
+and the default applies).
 
 Run: .venv/bin/python scripts/tune_baselines.py [--only tv|dds] [--sets NAME ...]
 
@@ -24,11 +25,15 @@ import tempfile
 from pathlib import Path
 
 from recon import operators as O
-from recon.config import RunConfig, validate
+from recon.config import RunConfig, run_config, validate
 from recon.datasets import benchmark_sets
 from recon.phantoms import random_phantoms
 from recon.pipeline import run
 from recon.simulate import simulate
+
+#: a swept value replaces the library default (recorded in info.json) only when it beats the
+#: default's PSNR on the tuning images by more than this (dB)
+KEEP_DEFAULT_DB = 0.05
 
 SWEEPS = {
     "tv": ("lam", [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1]),
@@ -61,11 +66,17 @@ def main() -> None:
             for v in values:
                 scores[v] = _psnr(scan, {"name": sampler, param: v}, prior)
             best = max(scores, key=scores.get)
-            if max(scores.values()) - min(scores.values()) < 0.01:
-                # the value changes nothing here (e.g. DDS's gamma with a noiseless scan):
-                # recording one would pin a stale value once it starts to matter
+            default = getattr(run_config(None, sampler=sampler).sampler, param)
+            if scores[best] - scores.get(default, float("-inf")) <= KEEP_DEFAULT_DB:
+                # the library default is as good (or the value changes nothing here, e.g.
+                # DDS's gamma on a noiseless scan): recording another value would pin one
+                # that two tuning images cannot tell apart from the default
                 tuned.pop(sampler, None)
-                print(f"{name:20s} {sampler:4s} {param} has no effect here; nothing recorded")
+                print(
+                    f"{name:20s} {sampler:4s} the default {param}={default} is within "
+                    f"{KEEP_DEFAULT_DB} dB of the best; nothing recorded "
+                    f"(swept {', '.join(f'{k}: {s:.2f}' for k, s in scores.items())})"
+                )
                 continue
             tuned[sampler] = {
                 param: best,

@@ -193,6 +193,24 @@ def test_evaluate_runs_only_the_requested_items_and_resumes_to_the_rest(tmp_path
         evaluate(bench, run_config(None, sampler="pinv", items=[6]), out)
 
 
+def test_tuned_values_apply_only_where_the_config_leaves_the_default(tmp_path):
+    """A set's recorded ``tuned`` values (``scripts/tune_baselines.py``; DDS's may be the word
+    ``auto`` or a number) fill the fields a config leaves unset; a set value wins."""
+    from recon.config import run_config
+    from recon.datasets import BenchmarkSet
+    from recon.evaluate import apply_tuned
+
+    (tmp_path / "info.json").write_text(
+        json.dumps({"tuned": {"dds": {"gamma": 10.0, "tuning_psnr": 1.0}, "tv": {"lam": 3e-4}}})
+    )
+    bench = BenchmarkSet("t", tmp_path, "", "ct", 1)
+    assert apply_tuned(bench, run_config(None, sampler="dds")).sampler.gamma == 10.0
+    mine = run_config(None, sampler="dds", overrides=["sampler.gamma=auto"])
+    assert apply_tuned(bench, mine).sampler.gamma == "auto"
+    assert apply_tuned(bench, run_config(None, sampler="tv")).sampler.lam == 3e-4
+    assert apply_tuned(bench, run_config(None, sampler="dps")) == run_config(None, sampler="dps")
+
+
 def test_train_prior_zero_is_a_value_not_unset(tmp_path):
     """Regression: --steps 0 / --batch-size 0 used to train the default 5,000 steps."""
     for flag in ("--steps", "--batch-size", "--threads"):
