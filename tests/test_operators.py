@@ -432,34 +432,3 @@ def test_coil_estimator_names_agree():
 
     assert set(typing.get_args(CoilEstimator)) == set(O.COIL_ESTIMATORS)
     assert all(f"{name} (" in COIL_ESTIMATOR_HELP for name in O.COIL_ESTIMATORS)
-
-
-def test_mean_row_norm_sq_is_the_rows_mean_squared_norm_per_row():
-    """``mean_row_norm_sq`` (TDS's twisting variance): unit rows for inpainting (exactly:
-    Rademacher probes) and Cartesian MRI (unmeasured entries not counted), the dense matrix's
-    value for x4 super-resolution, a matrix's mean squared row norm (per row of a batched
-    operator), and ~0.01 for CT; tolerances 4 Monte-Carlo errors of the 4-probe estimate."""
-    f64 = torch.float64
-    inp = O.cast(O.build(O.InpaintingConfig(img_size=(1, 12, 12), keep_ratio=0.4)), f64)
-    got = O.mean_row_norm_sq(inp, torch.zeros(2, 1, 12, 12, dtype=f64))
-    assert torch.allclose(got, torch.ones(2, dtype=f64), atol=1e-12), got
-    mri = O.cast(O.build(O.MRIConfig(img_size=(32, 32), acceleration=4)), f64)
-    got = float(O.mean_row_norm_sq(mri, torch.zeros(1, 2, 32, 32, dtype=f64))[0])
-    assert abs(got - 1) < 4 * (2 / (4 * 2 * 32 * 8)) ** 0.5, got  # ~8 of 32 lines, 2 channels
-    sr = O.cast(O.build(O.SuperResolutionConfig(img_size=(1, 64, 64), factor=4)), f64)
-    mat = O.operator_matrix(sr, (1, 64, 64))
-    want = float((mat**2).sum() / mat.shape[0])  # ~1/16 less the filter's spread
-    got = float(O.mean_row_norm_sq(sr, torch.zeros(1, 1, 64, 64, dtype=f64))[0])
-    assert abs(got / want - 1) < 4 * (2 / (4 * 256)) ** 0.5, (got, want)
-    a = torch.randn(300, 40, dtype=f64, generator=torch.Generator().manual_seed(0))
-    c = torch.tensor([1.0, 3.0], dtype=f64)[:, None]  # row b's operator is c_b A
-    both = O.from_functions(
-        lambda v: c * (v @ a.T), lambda w: (c * w) @ a, img_size=(40,), dtype=f64
-    )
-    want = (a**2).sum() / a.shape[0] * c[:, 0] ** 2
-    got = O.mean_row_norm_sq(both, torch.zeros(2, 40, dtype=f64))
-    assert torch.allclose(got, want, rtol=4 * (2 / (4 * 300)) ** 0.5), (got, want)
-    assert torch.allclose(got[1] / got[0], torch.tensor(9.0, dtype=f64))  # same probes per row
-    ct = O.build(O.CTConfig(img_size=(64, 64), n_angles=30))
-    rho = float(O.mean_row_norm_sq(ct, torch.zeros(1, 1, 64, 64))[0])
-    assert 0.003 < rho < 0.03, rho

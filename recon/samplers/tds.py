@@ -7,15 +7,9 @@ ancestral transitions ``p(x_s | x_t) = N(m_t(x_t), v_t I)`` with
 ``m_t = x0_hat + (sigma_s^2 / sigma_t^2)(x_t - x0_hat)``,
 ``v_t = sigma_s^2 (sigma_t^2 - sigma_s^2) / sigma_t^2``), twisted towards the data:
 
-* twisting function ``p~_t(y | x_t) = N(y; A x0_hat(x_t), (sigma_y^2 + c rho sigma_t^2) I)``,
-  the likelihood at the Tweedie estimate with its variance inflated by ``c rho sigma_t^2``
-  (``c = twist_scale``; at ``sigma_t = 0`` it is the exact likelihood). ``rho`` is the mean
-  squared norm of the operator's rows (:func:`recon.operators.mean_row_norm_sq`): a Tweedie
-  error of ``sigma_t^2`` per pixel reaches a measurement as ``rho sigma_t^2``. The paper's
-  twist (``rho = 1``) is right for unit rows (inpainting, Cartesian MRI) and, for CT's rows
-  (``rho ~ 0.01``), a twist ~100x too flat whose guidance the final weight cannot recover:
-  TDS fell below FBP on real sparse-view CT. recon's documented departure;
-  ``twist_scale = 1 / rho`` restores the paper's variance;
+* twisting function ``p~_t(y | x_t) = N(y; A x0_hat(x_t), (sigma_y^2 + c sigma_t^2) I)``, the
+  likelihood at the Tweedie estimate with its variance inflated by ``c sigma_t^2``
+  (``c = twist_scale``; at ``sigma_t = 0`` it is the exact likelihood);
 * proposal ``q(x_s | x_t) = N(m_t + v_t grad_{x_t} log p~_t(y | x_t), v_t I)`` (the gradient
   goes through the denoiser: one forward and one VJP per step);
 * weights ``w = p(x_s | x_t) p~_s(y | x_s) / (q(x_s | x_t) p~_t(y | x_t))``, initial
@@ -42,7 +36,6 @@ from pydantic import Field
 from torch import Tensor
 
 from recon.linalg import batch_dot
-from recon.operators import mean_row_norm_sq
 from recon.priors.base import Denoiser
 from recon.teleport import cloud_start
 
@@ -62,17 +55,16 @@ from ._steps import Callback, Generators, StepInfo, particle_randn, require_nois
 
 
 def _log_twist(
-    denoiser: Denoiser, x: Tensor, sigma: float, y: Tensor, physics, var: Tensor, grad: bool
+    denoiser: Denoiser, x: Tensor, sigma: float, y: Tensor, physics, var: float, grad: bool
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """x0_hat, log p~(y | x) per particle (rows,), and its gradient w.r.t. x if asked;
-    ``var`` is the twisting variance per particle (rows,)."""
+    """x0_hat, log p~(y | x) per particle (rows,), and its gradient w.r.t. x if asked."""
     with torch.enable_grad():
         xg = x.detach().requires_grad_(grad)
         s = torch.full((x.shape[0],), sigma, dtype=x.dtype, device=x.device)
         x0 = denoiser(xg, s) if sigma > 0 else xg
         r = y - physics.A(x0)
         m = r[0].numel()
-        logp = -0.5 * batch_dot(r, r) / var - 0.5 * m * torch.log(2 * math.pi * var)
+        logp = -0.5 * batch_dot(r, r) / var - 0.5 * m * math.log(2 * math.pi * var)
         g = torch.autograd.grad(logp.sum(), xg)[0] if grad else None
     return x0.detach(), logp.detach(), g
 
@@ -88,10 +80,7 @@ def _clouds(
         x = sig[0] * particle_randn(streams, n, shape, like)
     else:  # teleported: x_T ~ p_G(x_T | y), weighed by p(x_T) / p_G(x_T | y) ~ 1 / p_G(y | x_T)
         x, log_pg = cloud_start(gaussian, y, physics, float(sig[0]), streams, n, sigma_y=s_y)
-    # the twisting variance per particle: the noise plus the Tweedie error seen through the
-    # operator's rows (c sigma^2 per pixel, times their mean squared norm rho)
-    rho = mean_row_norm_sq(physics, x)
-    var0 = s_y**2 + c * rho * sig[0] ** 2
+    var0 = s_y**2 + c * sig[0] ** 2
     x0, logp, g = _log_twist(denoiser, x, sig[0], yn, physics, var0, True)
     log_w = logp.reshape(b, n).double()  # x_T ~ p(x_T): initial weight p~_T(y | x_T)
     if gaussian is not None:
@@ -110,14 +99,12 @@ def _clouds(
             # log p(x_new | x) - log q(x_new | x), Gaussian with common variance v
             log_p = -0.5 * batch_dot(x_new - mean, x_new - mean) / v
             log_q = -0.5 * batch_dot(x_new - prop_mean, x_new - prop_mean) / v
-            var = s_y**2 + c * rho * s_next**2
+            var = s_y**2 + c * s_next**2
             x0_new, logp_new, g_new = _log_twist(denoiser, x_new, s_next, yn, physics, var, True)
         else:  # deterministic last step x_0 = x0_hat(x_1); weight p(y | x_0) / p~_1(y | x_1)
             x_new = x0
             log_p = log_q = torch.zeros_like(logp)
-            x0_new, logp_new, g_new = _log_twist(
-                denoiser, x_new, 0.0, yn, physics, torch.full_like(rho, s_y**2), False
-            )
+            x0_new, logp_new, g_new = _log_twist(denoiser, x_new, 0.0, yn, physics, s_y**2, False)
         incr = (log_p - log_q + logp_new - logp).reshape(b, n).double()
         log_z = log_z + torch.logsumexp(log_w + incr, dim=1)
         arrays = (x_new, x0_new, logp_new, g_new if g_new is not None else x_new)
