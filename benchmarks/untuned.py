@@ -83,6 +83,8 @@ def main() -> None:
     args = ap.parse_args()
     sets = args.sets or sorted(benchmark_sets())
     head = " | ".join(args.samplers)
+    if args.items:
+        print(f"items {' '.join(map(str, args.items))} of each set only\n")
     print(f"| set | baseline | {head} |")
     print("| --- | --- | " + " | ".join("---" for _ in args.samplers) + " |")
     for name in sets:
