@@ -56,8 +56,7 @@ def _one(
     tag = hashlib.sha1(" ".join(overrides).encode()).hexdigest()[:8] if overrides else "defaults"
     part = f"-items{'_'.join(map(str, items))}" if items else ""
     folder = out / set_name / f"{sampler}-{tag}-s{samples}{part}"
-    extra = {"items": items} if items else {}
-    cfg = run_config(None, sampler=sampler, overrides=overrides, n_samples=samples, **extra)
+    cfg = run_config(None, sampler=sampler, overrides=overrides, n_samples=samples, items=items)
     # the library's defaults: the set's tuned values are applied only to fields left unset, so
     # mark every hyperparameter as set to its default
     fields = type(cfg.sampler).model_fields
