@@ -18,7 +18,8 @@ Usage::
 ``--samples 8`` each cell adds the per-pixel coverage of the 50 % and 90 % credible intervals
 (``recon evaluate``'s ``coverage``; at most (S - 1) / (S + 1) = 0.78 with S = 8 samples).
 ``--items`` evaluates those items of each set only, the baseline too (for the costly SMC
-samplers; the table then says so).
+samplers; the table then says so). A sampler that refuses a set's operator (MCGdiff without
+an SVD) gets its one-line reason in the cell.
 
 Results are cached per (set, sampler, overrides) folder under ``--out`` (``recon evaluate`` is
 resumable), so a rerun with one more sampler only runs that sampler.
@@ -33,6 +34,7 @@ from pathlib import Path
 
 from recon.config import run_config
 from recon.datasets import benchmark_sets, resolve_benchmark
+from recon.errors import SamplerInputError
 from recon.evaluate import evaluate
 
 
@@ -91,7 +93,13 @@ def main() -> None:
         b = _one(name, base, [], args.out, items=args.items)
         cells = []
         for s in args.samplers:
-            r = _one(name, s, overrides_for(s, args.overrides), args.out, args.samples, args.items)
+            try:
+                r = _one(
+                    name, s, overrides_for(s, args.overrides), args.out, args.samples, args.items
+                )
+            except SamplerInputError as err:  # e.g. MCGdiff on an operator without an SVD
+                cells.append(f"(refuses: {str(err).split(';')[0]})")
+                continue
             flag = " <" if r["psnr"]["mean"] < b["psnr"]["mean"] else ""
             cell = f"{r['psnr']['mean']:.2f} ± {r['psnr']['std']:.2f}{flag} ({r['wall_s']:.0f} s)"
             if "coverage" in r:

@@ -149,6 +149,32 @@ def preconditioned(
     return wrapped, physics.metric_sqrt(y)
 
 
+#: fixed-seed probes of the Hutchinson estimate of ``tr(A A^T)`` behind ``twist_scale="auto"``
+RHO_PROBES = 8
+
+
+def mean_row_norm_sq(physics: dinv.physics.Physics, like: Tensor) -> float:
+    """``rho = tr(A A^T) / m``: the mean squared norm of the operator's ``m`` measurement rows
+    (real entries of ``A x`` as the samplers' likelihoods count them; zero rows of a mask
+    count), the variance per measured entry of ``A e`` for an error ``e`` of unit variance per
+    pixel. The smooth samplers' isotropic stand-in for ``A A^T`` where ``||A||^2`` (its
+    largest eigenvalue, :func:`norm_sq`) would be ~100x too large (CT: 0.0077 against 0.45).
+
+    Hutchinson estimate with :data:`RHO_PROBES` Gaussian probes from a fixed seed, so it
+    depends on the operator only (relative standard error ``sqrt(2) ||A^T A||_F / (tr(A^T A)
+    sqrt(RHO_PROBES))``, ~ ``sqrt(2 / (RHO_PROBES r))`` for ``r`` comparable singular values).
+
+    Args:
+        physics: a linear operator (shared by every row it is applied to).
+        like: a tensor of the input shape (1, *x_shape); only its shape, dtype, device are
+            used.
+    """
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn((RHO_PROBES, *like.shape[1:]), generator=g, dtype=torch.float64)
+    az = physics.A(z.to(dtype=like.dtype, device=like.device))
+    return float(batch_dot(az, az).mean()) / az[0].numel()
+
+
 def norm_sq(physics: dinv.physics.Physics, x_like: Tensor, *, n_iter: int = 30) -> Tensor:
     """Per-row squared operator norm ``||A||^2`` (largest eigenvalue of ``A^T A``), (B,).
 

