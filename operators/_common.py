@@ -157,8 +157,9 @@ def mean_row_norm_sq(physics: dinv.physics.Physics, like: Tensor) -> float:
     """``rho = tr(A A^T) / m``: the mean squared norm of the operator's ``m`` measurement rows
     (real entries of ``A x`` as the samplers' likelihoods count them; zero rows of a mask
     count), the variance per measured entry of ``A e`` for an error ``e`` of unit variance per
-    pixel. The smooth samplers' isotropic stand-in for ``A A^T`` where ``||A||^2`` (its
-    largest eigenvalue, :func:`norm_sq`) would be ~100x too large (CT: 0.0077 against 0.45).
+    pixel. The SMC samplers' isotropic stand-in for ``A A^T`` (TDS's twist, AFDPS's
+    tempering), where ``||A||^2`` (its largest eigenvalue, :func:`norm_sq`) would be ~60x too
+    large on CT (0.45 against 0.0077).
 
     Hutchinson estimate with :data:`RHO_PROBES` Gaussian probes from a fixed seed, so it
     depends on the operator only (relative standard error ``sqrt(2) ||A^T A||_F / (tr(A^T A)

@@ -52,6 +52,9 @@ that is the likelihood at ``sigma = 0``, so none of the three changes the target
 (first item of real_ct_sparse_30, 8 particles, the generic prior): the paper's setting 17.4 dB,
 recon's 30.1 (FBP 24.1); without the gain step 4.9, without ``M`` 23.7. The benchmark tables
 are in ``benchmarks/README.md`` ("TDS's twist and AFDPS's tempering").
+
+Output: one draw per measurement from its final weighted cloud; with ``return_particles``
+a :class:`ParticleResult` with the whole cloud.
 """
 
 from __future__ import annotations
