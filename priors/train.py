@@ -18,6 +18,7 @@ same batches as an uninterrupted one). Each checkpoint also exports the EMA weig
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -58,6 +59,13 @@ class TrainConfig(BaseModel):
     unet: UNetConfig = UNetConfig()
     steps: int = Field(5000, ge=1)
     batch_size: int = Field(32, ge=1)
+    accumulate: int = Field(
+        1,
+        ge=1,
+        description="gradient accumulation: each process computes its share of the batch in "
+        "this many equal micro-batches and sums their gradients before the step (a batch "
+        "larger than memory; the same weights as without, to float32 rounding)",
+    )
     lr: float = Field(1e-3, gt=0)
     warmup: int = Field(200, ge=0, description="linear learning-rate warm-up steps")
     weight_decay: float = Field(1e-4, ge=0)
@@ -453,8 +461,10 @@ def train_prior(
 
     Under torchrun (``context``) the network is wrapped in DistributedDataParallel: each step's
     global batch (a function of ``(seed, step)`` alone) is split into equal contiguous shares,
-    one per rank, and the averaged gradient equals the global batch's (to float32 all-reduce
-    rounding), so N ranks train as one process with the same ``batch_size`` does. Rank 0 reads
+    one per rank, and the averaged gradient equals the global batch's (to float32 rounding),
+    so N ranks train as one process with the same ``batch_size`` does; bit for bit as one
+    process with ``accumulate`` N (the same micro-batches, whose gradients, each scaled by
+    1/N, are summed: DistributedDataParallel's division by N and sum over ranks). Rank 0 reads
     the checkpoint and sends it to every rank, and writes checkpoints and exports; a rerun
     after any rank was killed resumes from the last checkpoint.
 
@@ -475,10 +485,11 @@ def train_prior(
     from tqdm.auto import tqdm
 
     ctx = context
-    if cfg.batch_size % ctx.world_size:
+    if cfg.batch_size % (ctx.world_size * cfg.accumulate):
         raise ValueError(
-            f"batch_size {cfg.batch_size} does not split into {ctx.world_size} equal shares; "
-            f"choose a multiple of the number of processes"
+            f"batch_size {cfg.batch_size} does not split into {ctx.world_size} process(es) x "
+            f"{cfg.accumulate} micro-batch(es) of equal size; choose a multiple of "
+            f"{ctx.world_size * cfg.accumulate}"
         )
     if threads is not None:
         torch.set_num_threads(int(threads))
@@ -526,7 +537,12 @@ def train_prior(
     den = EDMDenoiser(model, sigma_data=cfg.sigma_data, data_range=(-1.0, 1.0))
     n_params = sum(p.numel() for p in net.parameters())
     share = cfg.batch_size // ctx.world_size
-    rows = slice(ctx.rank * share, (ctx.rank + 1) * share)
+    micro = share // cfg.accumulate
+    # this process's micro-batches: contiguous, in order, inside its contiguous share
+    micro_rows = [
+        slice(ctx.rank * share + j * micro, ctx.rank * share + (j + 1) * micro)
+        for j in range(cfg.accumulate)
+    ]
 
     def checkpoint() -> dict[str, Any] | None:
         if not ctx.is_main:
@@ -557,16 +573,26 @@ def train_prior(
     while step < cfg.steps:
         t0 = time.perf_counter()
         x0 = make_batch(cfg, sources, step)
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step + (1 << 31))
-        step_den = den
+        coords = None
         if cfg.patch_sizes:
-            from .patches import coord_denoiser
-
             x0, coords = patch_batch(cfg, x0, step)
-            step_den = coord_denoiser(model, coords[rows], cfg.sigma_data)
-        loss = edm_loss(step_den, x0, cfg, g, rows)
         opt.zero_grad(set_to_none=True)
-        loss.backward()  # DistributedDataParallel averages the gradients of the ranks here
+        loss = torch.zeros(())
+        for j, rows in enumerate(micro_rows):
+            step_den = den
+            if coords is not None:
+                from .patches import coord_denoiser
+
+                step_den = coord_denoiser(model, coords[rows], cfg.sigma_data)
+            # the whole batch's noise from the step's own stream, then this micro-batch's rows
+            g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step + (1 << 31))
+            part = edm_loss(step_den, x0, cfg, g, rows) / cfg.accumulate
+            # DistributedDataParallel averages the ranks' gradients in the last backward; the
+            # earlier micro-batches only accumulate locally
+            sync = ctx.distributed and j < cfg.accumulate - 1
+            with model.no_sync() if sync else contextlib.nullcontext():  # type: ignore[operator]
+                part.backward()
+            loss = loss + part.detach()
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
         for group in opt.param_groups:
             group["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup, 1))
