@@ -214,6 +214,8 @@ def reconstruct(
         bar.close()
     if res is None:  # another rank than 0 under torchrun: rank 0 reports
         return
+    for line in res.warnings:
+        typer.echo(f"recon: warning: {line}", err=True)
     if res.metrics:
         psnr = sum(res.metrics["psnr"]) / len(res.metrics["psnr"])
         ssim = sum(res.metrics["ssim"]) / len(res.metrics["ssim"])

@@ -29,7 +29,7 @@ from .ct import CTConfig, ParallelBeamCT
 from .custom import FunctionalPhysics, MatrixPhysics, from_functions, from_matrix, operator_matrix
 from .inpainting import InpaintingConfig
 from .masks import make_mask
-from .mri import Embedded, MRIConfig, center_crop, center_pad, crop_box, ifft2c
+from .mri import Embedded, MRIConfig, center_crop, center_pad, crop_box, ifft2c, zero_filled
 from .mri_multicoil import (
     COIL_ESTIMATORS,
     MultiCoilMRI,
@@ -107,4 +107,5 @@ __all__ = [
     "norm_sq",
     "operator_matrix",
     "preconditioned",
+    "zero_filled",
 ]

@@ -147,6 +147,11 @@ class Embedded(dinv.physics.LinearPhysics):
     def A_adjoint(self, y: Tensor, **kwargs) -> Tensor:
         return center_crop(self.inner.A_adjoint(y, **kwargs), self.img_size[-2:])
 
+    def zero_filled(self, y: Tensor) -> Tensor:
+        """The inner operator's zero-filled image (:func:`zero_filled`) on the reconstruction
+        grid (fastMRI's ``complex_center_crop``)."""
+        return center_crop(zero_filled(self.inner, y), self.img_size[-2:])
+
     def A_dagger(self, y: Tensor, **kwargs) -> Tensor:
         from recon.linalg import conjugate_gradient
 
@@ -158,6 +163,16 @@ class Embedded(dinv.physics.LinearPhysics):
             n_iter=self.dagger_iters,
             tol=1e-6,
         )
+
+
+def zero_filled(physics: dinv.physics.LinearPhysics, y: Tensor) -> Tensor:
+    """The zero-filled image of ``y`` (B, *x_shape): the operator's own ``zero_filled`` where it
+    has one (multi-coil MRI: fastMRI's root-sum-of-squares of the coils' zero-filled images;
+    an :class:`Embedded` operator: that, cropped to the reconstruction grid), else the adjoint
+    ``A^H y`` (single-coil MRI: the zero-filled inverse FFT; inpainting: the observed pixels,
+    zeros elsewhere). fastMRI's baseline: ``run_zero_filled`` in its repository."""
+    own = getattr(physics, "zero_filled", None)
+    return own(y) if own is not None else physics.A_adjoint(y)
 
 
 def embed(

@@ -14,14 +14,22 @@ Coil maps ``S`` (complex, (N, H, W) or (B, N, H, W)) come from one of:
     edge where their periodic window wraps, cropped as ``lowres``;
     ``lowres``: :func:`estimate_coil_maps`, the central ``num_low`` columns (and the same
     fraction of rows) Hann-windowed and inverse transformed into low-resolution coil images
-    ``I_c``; ``S_c = I_c / sqrt(sum_c |I_c|^2)``, zeroed where that sum-of-squares is below 5 %
-    of its maximum (the background, as ESPIRiT's eigenvalue crop does): the
+    ``I_c``; ``S_c = I_c / sqrt(sum_c |I_c|^2)``: the
     sum-of-squares-normalised low-resolution estimator (Pruessmann et al. 1999, "SENSE", Sec.
     "sensitivity assessment"; also the initial estimate of the E2E-VarNet sensitivity
     network), wrong near the edge where the object reaches it;
     ``espirit``: :func:`espirit_maps`.
 ``given``
     explicit complex maps.
+
+Estimated maps cover the whole field of view (``sum_c |S_c|^2 = 1`` everywhere, the dark
+background around the body included), with no crop by default (``crop=0``). Coils are
+sensitive in the air around the body too: there the image is 0, and the data say so. A map
+zeroed in the background (ESPIRiT's eigenvalue crop, a threshold on the sum-of-squares) makes
+every background pixel invisible to ``A``: nothing in the data then constrains it, and a prior
+fills it with invented texture (on a real slice at 320 x 320 with 15 coils, a field of view
+twice the body's, the default run lost 20 dB to zero filling that way). ``crop > 0`` keeps
+that support model available.
 
 ``A_dagger`` solves the normal equations ``A^H A x = A^H y`` per sample by conjugate gradient
 (recon's batched CG, ``dagger_iters`` iterations), instead of deepinv's solver whose settings
@@ -108,8 +116,9 @@ def _acs_images(kspace: Tensor, num_low: int) -> Tensor:
 
 
 #: maps are zeroed where the low-resolution root-sum-of-squares is below this fraction of its
-#: maximum (background, where the ratio is noise; a support constraint for SENSE)
-MAP_CROP = 0.05
+#: maximum (a support constraint for SENSE); 0: no crop, the maps cover the field of view
+#: (module docstring: a cropped background is unobserved, and a prior invents it)
+MAP_CROP = 0.0
 
 
 def _crop(maps: Tensor, rss: Tensor, crop: float) -> Tensor:
@@ -129,18 +138,17 @@ def estimate_coil_maps(
         num_low: number of central (ACS) columns; the same fraction of rows is used.
         eps: floor of the sum-of-squares, relative to its maximum per sample.
         crop: maps are set to 0 where the low-resolution sum-of-squares is below ``crop``
-            times its maximum (background, where the ratio is noise).
+            times its maximum (0, the default: nowhere; module docstring).
 
     Returns:
-        Complex maps of shape (B, N, H, W), ``sum_c |S_c|^2 = 1`` where the signal is above
-        ``eps``.
+        Complex maps of shape (B, N, H, W), ``sum_c |S_c|^2 = 1`` where the sum-of-squares is
+        above ``eps`` of its maximum (everywhere in a measured field of view).
     """
     imgs = _acs_images(kspace, num_low)
     b = imgs.shape[0]
     rss = torch.sqrt((imgs.abs() ** 2).sum(dim=1, keepdim=True))
     peak = rss.reshape(b, -1).amax(dim=1).reshape(b, 1, 1, 1)
     maps = imgs / torch.maximum(rss, eps * peak)
-    # outside the object the ratio is noise: zero the maps there (as ESPIRiT's eigenvalue crop)
     return _crop(maps, rss, crop)
 
 
@@ -175,10 +183,9 @@ def smooth_coil_maps(
     weight ``w = rss`` inside the field of view and 0 in a band of ``border`` low-resolution
     pixels at each edge (a low-resolution pixel is ``H / (n_rows + 1)`` pixels down and
     ``W / (num_low + 1)`` across, ``n_rows`` the ACS rows), where the wrap acts; the fit
-    extends the maps over that band. Then ``sum_c |S_c|^2 = 1``, and the maps are zeroed where the
-    low-resolution sum-of-squares is below ``crop`` of its maximum, as :func:`estimate_coil_maps`
-    does (a support constraint, which the pseudo-inverse of phantoms on a black background
-    needs).
+    extends the maps over that band and over the background, where ``w`` is small. Then
+    ``sum_c |S_c|^2 = 1`` everywhere (with ``crop > 0``, zeroed where the low-resolution
+    sum-of-squares is below ``crop`` of its maximum, as :func:`estimate_coil_maps`).
     A smooth parametric coil-sensitivity model, as JSENSE's polynomial one (Ying and Sheng,
     "Joint image reconstruction and sensitivity estimation in SENSE", MRM 2007), fitted once
     to the ACS images instead of alternated with the image.
@@ -191,10 +198,11 @@ def smooth_coil_maps(
         num_low: ACS width (columns); the same fraction of rows is used.
         n_basis: cosine functions per axis (at most ``num_low``).
         border: width of the left-out band, in low-resolution pixels.
-        crop: the background threshold (fraction of the peak sum-of-squares).
+        crop: the background threshold (fraction of the peak sum-of-squares); 0: none.
 
     Returns:
-        Complex maps (B, N, H, W), ``sum_c |S_c|^2 = 1`` where not cropped.
+        Complex maps (B, N, H, W), ``sum_c |S_c|^2 = 1`` where not cropped (everywhere by
+        default).
     """
     imgs = _acs_images(kspace, num_low)  # the data's precision; the small solve in float64
     h, w = imgs.shape[-2:]
@@ -228,13 +236,18 @@ def smooth_coil_maps(
     return _crop(maps / norm.clamp_min(torch.finfo(norm.dtype).tiny), rss[:, None], crop)
 
 
+#: an ESPIRiT eigenvalue above this marks a calibrated pixel (sigpy's default crop); an ACS
+#: with no such pixel is too narrow to calibrate
+ESPIRIT_CALIBRATED = 0.95
+
+
 def espirit_maps(
     kspace: Tensor,
     num_low: int,
     *,
     threshold: float = 0.02,
     kernel_width: int = 6,
-    crop: float = 0.95,
+    crop: float = MAP_CROP,
 ) -> Tensor:
     """ESPIRiT coil maps (Uecker et al., "ESPIRiT - an eigenvalue approach to autocalibrating
     parallel MRI", MRM 2014) from the central ``num_low`` x ``num_low`` calibration region,
@@ -245,8 +258,8 @@ def espirit_maps(
         kspace: complex multi-coil k-space (B, N, H, W), centred, or its 2-channel real form.
         num_low: ACS width (columns), the calibration region's side.
         threshold, kernel_width, crop: sigpy's ``thresh``, ``kernel_width`` (made narrower
-            than a smaller ACS), ``crop`` (its defaults; ``crop`` zeroes the maps where the
-            eigenvalue is below it).
+            than a smaller ACS) and ``crop``, which zeroes the maps where the eigenvalue is
+            below it: 0 here (sigpy's default 0.95 crops the background; module docstring).
 
     Returns:
         Complex maps (B, N, H, W) on ``kspace``'s device, in the phase gauge of
@@ -261,22 +274,24 @@ def espirit_maps(
     arr = kspace.detach().cpu().to(torch.complex64).numpy()
     # the calibration region is the ACS block; a kernel narrower than it (small ACS: smaller)
     kernel = max(1, min(kernel_width, int(num_low) - 1))
-    maps = [
+    calib = [
         EspiritCalib(
             k,
             calib_width=int(num_low),
             thresh=threshold,
             kernel_width=kernel,
             crop=crop,
+            output_eigenvalue=True,
             show_pbar=False,
         ).run()
         for k in arr
     ]
-    maps_t = torch.from_numpy(np.stack(maps)).to(kspace.device)
-    covered = (maps_t.abs() ** 2).sum(1).gt(0.5).flatten(1).float().mean(1)  # (B,)
-    if bool((covered < 0.01).any()):
+    maps_t = torch.from_numpy(np.stack([m for m, _ in calib])).to(kspace.device)
+    eig = torch.from_numpy(np.stack([e for _, e in calib]))
+    calibrated = eig.gt(ESPIRIT_CALIBRATED).flatten(1).float().mean(1)  # (B,)
+    if bool((calibrated < 0.01).any()):
         raise UserError(
-            f"ESPIRiT found no coil sensitivities above crop={crop} from a {int(num_low)}-line "
+            f"ESPIRiT found no eigenvalue above {ESPIRIT_CALIBRATED} from a {int(num_low)}-line "
             "ACS (too narrow to calibrate; ~24 lines are typical); use coil_estimator smooth"
         )
     # ESPIRiT fixes each pixel's eigenvector only up to a phase; take the phase of the
@@ -300,6 +315,15 @@ class MultiCoilMRI(dinv.physics.MultiCoilMRI):
     def __init__(self, *args, dagger_iters: int = 30, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.dagger_iters = dagger_iters
+
+    def zero_filled(self, y: Tensor) -> Tensor:
+        """fastMRI's zero-filled baseline: the root-sum-of-squares of the coils' zero-filled
+        inverse FFTs, ``sqrt(sum_c |F^-1 M y_c|^2)``, as (B, 2, H, W) with the imaginary
+        channel 0 (a magnitude image; no coil maps enter)."""
+        m = self.mask[:, :1] if self.mask.ndim == 4 else self.mask  # (B | 1, 1, H, W)
+        k = torch.complex(y[:, 0], y[:, 1]) * m
+        rss = ifft2c(k).abs().pow(2).sum(1).sqrt()
+        return torch.stack([rss, torch.zeros_like(rss)], dim=1).to(y.dtype)
 
     def A_dagger(self, y: Tensor, **kwargs) -> Tensor:
         """Least-squares solution of ``A x = y`` by ``dagger_iters`` CG steps, shape (B,2,H,W)."""

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from recon import distributed, errors, metrics, results, teleport
+from recon import distributed, errors, metrics, results, support, teleport
+from recon import operators as O
 from recon.config import RunConfig, fingerprint, validate
 from recon.distributed import SINGLE, Context, RowStore, file_stamp, run_rows
 from recon.errors import UserError
@@ -48,6 +49,7 @@ class RunResult:
     inputs: Tensor | None = None  # zero-filled / A_dagger, (items, H, W)
     truth: Tensor | None = None
     convention: str = "image"  # metric convention (key of recon.metrics.CONVENTIONS)
+    warnings: list[str] = field(default_factory=list)  # recon.support's one-line reports
 
 
 def _check_prior_shape(prior: Any, shape: tuple[int, ...], source: Source) -> None:
@@ -194,9 +196,14 @@ def run(
                 start["x_init"] = x0.to(y.dtype)
             x = entry.fn(counted, y, physics, sigmas, generator=gens, **start, **hyper)
         nfe = (counted.rows - before) / len(chunk)
+        fit = support.data_fit(physics, x, y, source.noise.sigma_y)
         return {
-            (i, k): {"x": source.output(xr.detach().cpu().double(), item(i)), "nfe": nfe}
-            for (i, k), xr in zip(chunk, x, strict=True)
+            (i, k): {
+                "x": source.output(xr.detach().cpu().double(), item(i)),
+                "nfe": nfe,
+                "fit": float(f),
+            }
+            for (i, k), xr, f in zip(chunk, x, fit, strict=True)
         }
 
     keys = [(i, k) for i in indices for k in range(cfg.n_samples)]
@@ -219,6 +226,8 @@ def run(
     draws = {i: [done.rows[(i, k)]["x"] for k in range(cfg.n_samples)] for i in indices}
     nfe = round(sum(done.rows[key]["nfe"] for key in keys) / max(len(keys), 1))
     means, stds, samples, inputs, truths = [], [], [], [], []
+    fits, blinds, said = [], [], []
+    convention = "fastmri" if source.kind.startswith("mri") else "image"
     for i in indices:
         it = items.pop(i, None) or source.item(i)  # one item loaded at a time
         outs = torch.stack(draws[i])
@@ -233,14 +242,20 @@ def run(
         means.append(mean)
         stds.append(std)
         samples.append(outs)
-        zf = source.physics([it], device).A_dagger(it.y[None].to(device)).cpu()[0].double()
-        inputs.append(source.output(zf, it))
+        it_physics, it_y = source.physics([it], device), it.y[None].to(device)
+        if convention == "fastmri":  # fastMRI's zero-filled baseline; elsewhere A_dagger
+            zf = O.zero_filled(it_physics, it_y)
+        else:
+            zf = it_physics.A_dagger(it_y)
+        inputs.append(source.output(zf.cpu()[0].double(), it))
+        fits.append(sum(done.rows[(i, k)]["fit"] for k in range(cfg.n_samples)) / cfg.n_samples)
+        blinds.append(support.blind_fraction(it_physics))
+        said += support.warnings(str(cfg.input), i, fits[-1], blinds[-1])
         if it.truth is not None:
             t = it.truth.double()
             truths.append(t if t.ndim == 2 else (t[0] if t.shape[0] == 1 else t.norm(dim=0)))
     recon_t, std_t = torch.stack(means), torch.stack(stds)
     truth_t = torch.stack(truths) if len(truths) == len(indices) and indices else None
-    convention = "fastmri" if source.kind.startswith("mri") else "image"
     scores: dict[str, list[float]] = {}
     skipped = None
     if truth_t is not None:
@@ -274,6 +289,9 @@ def run(
         "rows_per_call": done.rows_per_call,
         "metric_convention": metrics.CONVENTIONS[convention],
         "noise": source.noise.record(),
+        # per item: data residual / noise energy (about 1 when the data are explained) and the
+        # fraction of the field of view the operator cannot see (recon.support)
+        "support": {"data_fit": fits, "blind_fraction": blinds, "warnings": said},
     }
     if tele is not None:
         attrs["teleport"] = tele.record
@@ -322,4 +340,5 @@ def run(
         input_t,
         truth_t,
         convention,
+        said,
     )

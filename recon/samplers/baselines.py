@@ -1,7 +1,13 @@
-"""Baselines that share the sampler signature: the pseudo-inverse and exact-posterior draws.
+"""Baselines that share the sampler signature: zero filling, the pseudo-inverse and
+exact-posterior draws.
 
-``pinv``: ``A_dagger(y)`` (zero-filled inverse FFT for MRI, least squares for CT and
-multi-coil MRI), ignoring the prior.
+``zero_filled``: :func:`recon.operators.zero_filled`, fastMRI's zero-filled baseline on MRI
+(multi-coil: the root-sum-of-squares of the coils' zero-filled images, no coil maps), the
+adjoint ``A^H y`` elsewhere; ignores the prior and the noise.
+
+``pinv``: ``A_dagger(y)`` (zero-filled inverse FFT for single-coil MRI, least squares for CT
+and multi-coil MRI: the unregularised SENSE solution, whose noise grows with the acceleration),
+ignoring the prior.
 
 ``exact``: one draw from the exact posterior of an exact prior (``GaussianPrior`` or
 ``GaussianMixturePrior``) with a linear operator: the reference every diffusion sampler is
@@ -39,6 +45,29 @@ def sample_pinv(
     del denoiser, x_init, generator, sigma_y
     with torch.no_grad():
         x = physics.A_dagger(y)
+        if callback is not None:
+            callback(StepInfo(0, float(sigmas[0]), x, x))
+        return x
+
+
+def sample_zero_filled(
+    denoiser: Denoiser,
+    y: Tensor,
+    physics: dinv.physics.Physics,
+    sigmas: Tensor,
+    *,
+    x_init: Tensor | None = None,
+    generator: Generators = None,
+    callback: Callback = None,
+    sigma_y: float | None = None,
+) -> Tensor:
+    """The zero-filled image (B, *x_shape) (module docstring); prior, schedule and generator
+    are unused."""
+    del denoiser, x_init, generator, sigma_y
+    from recon.operators import zero_filled
+
+    with torch.no_grad():
+        x = zero_filled(physics, y)
         if callback is not None:
             callback(StepInfo(0, float(sigmas[0]), x, x))
         return x
@@ -132,10 +161,19 @@ def _row_physics(physics: dinv.physics.Physics, i: int, batch: int) -> dinv.phys
 
 SAMPLERS = (
     Sampler(
+        sample_zero_filled,
+        title="Zero-filled",
+        summary="zero filling, fastMRI's baseline (multi-coil: root-sum-of-squares of the "
+        "coils' zero-filled images); A^H y for other operators",
+        kind="approximate",
+        stochastic=False,
+        uses_prior=False,
+    ),
+    Sampler(
         sample_pinv,
         title="Pinv",
-        summary="pseudo-inverse A_dagger(y) (zero-filled MRI, least-squares CT): the classical "
-        "baseline",
+        summary="pseudo-inverse A_dagger(y) (zero-filled single-coil MRI; least squares for CT "
+        "and multi-coil MRI, SENSE without regularisation)",
         kind="approximate",
         stochastic=False,
         uses_prior=False,
