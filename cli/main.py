@@ -560,8 +560,8 @@ def train_prior_cmd(
         None,
         "--data",
         help="Image source, repeatable: digits, phantoms, generic (dead leaves, textures, "
-        "phantoms, photographs: recon.corpus), an HDF5 file ('images'), a PNG folder, DICOM "
-        "or NIfTI.",
+        "phantoms, photographs: recon.corpus), generic-dark (the same, a quarter of it objects "
+        "on a dark background), an HDF5 file ('images'), a PNG folder, DICOM or NIfTI.",
     ),
     steps: int | None = typer.Option(None, "--steps", help="Total optimizer steps."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Images per step."),

@@ -99,6 +99,17 @@ def _load_file(path: Path, kind: str | None, device: torch.device | str) -> Any:
     )
 
 
+def bundled_weights(name: str) -> Path:
+    """The verified (sha256) weights file of the bundled prior ``name``."""
+    entries = {e["name"]: e for e in manifest()}
+    if name not in entries:
+        known = ", ".join(sorted(entries)) or "(none bundled)"
+        raise PriorError(f"prior {name!r}: not a bundled prior ({known}) nor an existing path")
+    path = priors_dir() / entries[name]["file"]
+    _verify(path, entries[name].get("sha256"), f"prior {name!r}")
+    return path
+
+
 def load(name_or_path: str | Path, *, device: torch.device | str = "cpu") -> Any:
     """A prior as a :class:`recon.priors.Denoiser`, by manifest name or local path.
 
@@ -114,10 +125,7 @@ def load(name_or_path: str | Path, *, device: torch.device | str = "cpu") -> Any
     entries = {e["name"]: e for e in manifest()}
     key = str(name_or_path)
     if key in entries:
-        e = entries[key]
-        path = priors_dir() / e["file"]
-        _verify(path, e.get("sha256"), f"prior {key!r}")
-        return _load_file(path, e.get("kind"), device)
+        return _load_file(bundled_weights(key), entries[key].get("kind"), device)
     p = Path(name_or_path)
     if p.is_dir():
         card_path = p / "model_card.json"

@@ -52,7 +52,8 @@ class TrainConfig(BaseModel):
     data: tuple[str, ...] = Field(
         ("digits",),
         min_length=1,
-        description="sources: 'digits', 'phantoms', 'generic' (recon.corpus), an HDF5 file "
+        description="sources: 'digits', 'phantoms', 'generic', 'generic-dark' (recon.corpus: "
+        "PARTS, DARK_PARTS), an HDF5 file "
         "(dataset 'images'), a PNG folder, a DICOM series or a NIfTI volume",
     )
     resolution: int = Field(32, ge=8)
@@ -78,6 +79,12 @@ class TrainConfig(BaseModel):
     checkpoint_every: int = Field(250, ge=1)
     sample_grid: int = Field(16, ge=1, description="images in each checkpoint's sample grid")
     seed: int = 0
+    init: str | None = Field(
+        None,
+        description="fine-tuning: start from these weights instead of a random network: a "
+        "bundled prior's name (recon list priors) or an exported prior.safetensors of the "
+        "same architecture; both the network and its EMA start from them",
+    )
     patch_sizes: tuple[int, ...] = Field(
         (),
         description="patch diffusion (Wang et al. 2023): train on random crops, one size per "
@@ -132,6 +139,22 @@ PRESETS: dict[str, TrainConfig] = {
         steps=20000,
         ema_halflife=1000,
     ),
+    # generic-patch fine-tuned on a corpus a quarter of which is objects on a dark background
+    # (recon.corpus.on_dark): the dark field of view around every MR and CT slice
+    "generic-patch-dark": TrainConfig(
+        name="generic-patch-dark",
+        data=("generic-dark",),
+        init="generic-patch",
+        resolution=64,
+        unet=UNetConfig(channels=1, base=16, mults=(1, 2, 4, 4), blocks=1, coords=True),
+        patch_sizes=(16, 32, 64),
+        augment=("hflip",),
+        batch_size=32,
+        steps=4000,
+        lr=3e-4,
+        warmup=100,
+        ema_halflife=500,
+    ),
 }
 
 SOURCE_NOTES = {
@@ -141,6 +164,7 @@ SOURCE_NOTES = {
     "phantoms": "recon.phantoms.random_phantom: seeded random head-like ellipse phantoms with "
     "bias field and texture, drawn fresh for every batch (ids disjoint from the benchmark seeds)",
     "generic": "recon.corpus (no download; a pool of 8192 images, seed 1): ",
+    "generic-dark": "recon.corpus.DARK_PARTS (no download; a pool of 8192 images, seed 2): ",
 }
 
 #: images in the pool the 'generic' source draws from (made once at the start, ~1 min)
@@ -163,10 +187,13 @@ class _Source:
             from recon.digits import load_digits
 
             self.images = load_digits("train", size=resolution)[0]
-        elif spec == "generic":
-            from recon.corpus import generic_images
+        elif spec in ("generic", "generic-dark"):
+            from recon.corpus import DARK_PARTS, generic_images
 
-            self.images = generic_images(GENERIC_POOL, resolution, seed=1)
+            dark = spec == "generic-dark"
+            self.images = generic_images(
+                GENERIC_POOL, resolution, seed=2 if dark else 1, parts=DARK_PARTS if dark else None
+            )
         elif spec != "phantoms":
             from recon.io import read_images
 
@@ -437,6 +464,23 @@ def denoising_gain(
 # training
 
 
+def _init_weights(init: str) -> dict[str, Tensor]:
+    """The state dict ``init`` names: a bundled prior (its exported EMA weights) or a path to
+    an exported ``prior.safetensors`` of this format."""
+    from safetensors import safe_open
+
+    path = Path(init)
+    if not path.exists():
+        from .registry import bundled_weights
+
+        path = bundled_weights(init)
+    with safe_open(str(path), framework="pt") as f:
+        fmt = (f.metadata() or {}).get("format")
+    if fmt != FORMAT:
+        raise ConfigError(f"init {init!r}: {path} is not a {FORMAT} file (format={fmt!r})")
+    return load_file(str(path))
+
+
 def _copy_params(dst: torch.nn.Module, src: torch.nn.Module) -> None:
     for a, b in zip(dst.parameters(), src.parameters(), strict=True):
         a.copy_(b)
@@ -503,6 +547,17 @@ def train_prior(
         net.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay
     )
     step, wall, losses = 0, 0.0, []
+    if cfg.init is not None:  # fine-tuning; a resumed checkpoint overwrites these below
+        start = _init_weights(cfg.init)
+        for module in (net, ema):
+            try:
+                module.load_state_dict(start)
+            except RuntimeError as err:
+                first = next((ln.strip() for ln in str(err).splitlines()[1:]), str(err))
+                raise ConfigError(
+                    f"init {cfg.init!r}: its weights do not fit unet {cfg.unet.model_dump()}: "
+                    f"{first}"
+                ) from None
 
     def read() -> tuple[dict[str, Any], dict[str, Tensor]] | None:
         if not ctx.is_main:
@@ -629,10 +684,11 @@ def train_prior(
 
 
 def _source_note(spec: str) -> str:
-    if spec == "generic":
-        from recon.corpus import corpus_notes
+    if spec in ("generic", "generic-dark"):
+        from recon.corpus import DARK_PARTS, corpus_notes
 
-        return SOURCE_NOTES[spec] + "; ".join(corpus_notes())
+        parts = DARK_PARTS if spec == "generic-dark" else None
+        return SOURCE_NOTES[spec] + "; ".join(corpus_notes(parts))
     return SOURCE_NOTES.get(spec, f"user images: {spec}")
 
 

@@ -177,20 +177,78 @@ PARTS: dict[str, tuple[float, Callable[..., Tensor], str]] = {
 }
 
 
-def corpus_notes() -> list[str]:
-    """The corpus, one line per part, for model cards."""
-    return [f"{name} ({p:.0%}): {desc}" for name, (p, _, desc) in PARTS.items()]
+def on_dark(size: int, *, generator: torch.Generator) -> Tensor:
+    """One to three objects on a dark background, the field of view of every MR and CT slice.
+
+    Each object is an image of another part of :data:`PARTS` (its content) cut out by a
+    random smooth star-shaped outline ``r(theta) = R (1 + sum_k a_k cos(k theta + phi_k))``,
+    ``k = 2..4``, ``R`` from 0.15 to 0.45 of the side, centred anywhere (it may leave the
+    frame), with a one-pixel soft edge; later objects occlude earlier ones. The background is
+    exactly 0 half of the time, else a constant level up to 0.03 (the noise floor of a
+    magnitude image)."""
+    g = generator
+    yy, xx = (2 * t - 1 for t in _grid(size))  # [-1, 1], in half-sides
+    background = 0.0 if _u(g) < 0.5 else _u(g, 0.0, 0.03)
+    img = torch.full((1, size, size), background)
+    names = list(PARTS)
+    probs = torch.tensor([PARTS[n][0] for n in names], dtype=torch.float64)
+    for _ in range(1 + int(_u(g) * 3)):
+        content = PARTS[names[int(torch.multinomial(probs, 1, generator=g))]][1](size, generator=g)
+        cy, cx, radius = _u(g, -0.3, 0.3), _u(g, -0.3, 0.3), _u(g, 0.3, 0.9)
+        theta = torch.atan2(yy - cy, xx - cx)
+        r = torch.ones_like(theta)
+        for k in (2, 3, 4):
+            r = r + _u(g, 0.0, 0.25 / k) * torch.cos(k * theta + _u(g, 0.0, 2 * math.pi))
+        dist = torch.sqrt((yy - cy) ** 2 + (xx - cx) ** 2) - radius * r
+        alpha = (0.5 - dist * size / 2).clamp(0, 1)  # a one-pixel soft edge
+        img = img * (1 - alpha) + content * alpha
+    return img.clamp(0, 1)
 
 
-def generic_image(size: int, index: int, *, seed: int = 0) -> Tensor:
-    """Image ``index`` of the generic corpus, (1, size, size) in [0, 1]."""
+def corpus_notes(
+    parts: dict[str, tuple[float, Callable[..., Tensor], str]] | None = None,
+) -> list[str]:
+    """The corpus (``parts``: :data:`PARTS` by default), one line per part, for model cards."""
+    return [f"{name} ({p:.0%}): {desc}" for name, (p, _, desc) in (parts or PARTS).items()]
+
+
+#: the generic corpus with a quarter of its images objects on a dark background
+#: (``generic-dark``): the other parts keep their relative weights
+DARK_PARTS: dict[str, tuple[float, Callable[..., Tensor], str]] = {
+    **{name: (0.75 * p, fn, desc) for name, (p, fn, desc) in PARTS.items()},
+    "on_dark": (
+        0.25,
+        on_dark,
+        "1-3 objects (images of the other parts cut out by random smooth outlines, 15-45 % "
+        "of the side) on a dark background (0, or a constant up to 0.03)",
+    ),
+}
+
+
+def generic_image(
+    size: int,
+    index: int,
+    *,
+    seed: int = 0,
+    parts: dict[str, tuple[float, Callable[..., Tensor], str]] | None = None,
+) -> Tensor:
+    """Image ``index`` of the generic corpus (``parts``: :data:`PARTS` by default, or
+    :data:`DARK_PARTS`), (1, size, size) in [0, 1]."""
+    parts = parts or PARTS
     g = torch.Generator().manual_seed((seed * 1_000_003 + index) % (1 << 63))
-    probs = torch.tensor([p for p, _, _ in PARTS.values()], dtype=torch.float64)
+    probs = torch.tensor([p for p, _, _ in parts.values()], dtype=torch.float64)
     part = int(torch.multinomial(probs, 1, generator=g))
-    draw = list(PARTS.values())[part][1]
+    draw = list(parts.values())[part][1]
     return draw(size, generator=g)
 
 
-def generic_images(n: int, size: int, *, seed: int = 0, start: int = 0) -> Tensor:
+def generic_images(
+    n: int,
+    size: int,
+    *,
+    seed: int = 0,
+    start: int = 0,
+    parts: dict[str, tuple[float, Callable[..., Tensor], str]] | None = None,
+) -> Tensor:
     """Images ``start .. start + n - 1`` of the generic corpus, (n, 1, size, size) in [0, 1]."""
-    return torch.stack([generic_image(size, start + i, seed=seed) for i in range(n)])
+    return torch.stack([generic_image(size, start + i, seed=seed, parts=parts) for i in range(n)])

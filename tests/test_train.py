@@ -254,3 +254,45 @@ def test_train_prior_patch_cli_gives_a_prior_of_any_size(tmp_path):
     for shape in [(1, 1, 13, 9), (2, 1, 40, 24)]:
         y = den(torch.rand(shape), torch.full((shape[0],), 0.2))
         assert y.shape == shape and torch.isfinite(y).all()
+
+
+def test_init_fine_tunes_from_exported_weights(tiny_data, tmp_path):
+    """``init`` starts the network and its EMA from an exported prior: with a learning rate of
+    0 the exported weights come back unchanged (AdamW's decay scales with it); weights of
+    another architecture are refused in one line naming the first mismatch."""
+    from safetensors.torch import load_file
+
+    from recon.config import ConfigError
+
+    train_prior(_cfg(tiny_data, steps=4), tmp_path / "a", progress=False)
+    exported = tmp_path / "a" / "prior.safetensors"
+    cfg = _cfg(tiny_data, steps=2, init=str(exported), lr=1e-12, warmup=0)
+    train_prior(cfg, tmp_path / "b", progress=False)
+    a, b = load_file(str(exported)), load_file(str(tmp_path / "b" / "prior.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], rtol=0, atol=1e-9), k
+    fresh = _cfg(tiny_data, steps=2, lr=1e-12, warmup=0)
+    train_prior(fresh, tmp_path / "c", progress=False)
+    c = load_file(str(tmp_path / "c" / "prior.safetensors"))
+    assert any(not torch.allclose(a[k], c[k]) for k in a)  # init mattered
+    wide = TINY.model_copy(update={"base": TINY.base * 2})
+    with pytest.raises(ConfigError, match="do not fit"):
+        train_prior(_cfg(tiny_data, unet=wide, init=str(exported)), tmp_path / "d", progress=False)
+
+
+def test_on_dark_objects_sit_on_a_dark_background():
+    """recon.corpus.on_dark: a quarter of generic-dark's images; each keeps a dark margin (the
+    background level at most 0.03 over at least a fifth of the image) and lies in [0, 1]; the
+    same (seed, index) gives the same image."""
+    from recon.corpus import DARK_PARTS, generic_image, on_dark
+
+    assert abs(sum(p for p, _, _ in DARK_PARTS.values()) - 1) < 1e-12
+    assert DARK_PARTS["on_dark"][0] == 0.25
+    for i in range(12):
+        img = on_dark(48, generator=torch.Generator().manual_seed(i))
+        assert img.shape == (1, 48, 48) and 0 <= float(img.min()) and float(img.max()) <= 1
+        assert float((img <= 0.03).float().mean()) > 0.2, i
+    assert torch.equal(
+        generic_image(32, 5, parts=DARK_PARTS), generic_image(32, 5, parts=DARK_PARTS)
+    )
