@@ -101,7 +101,7 @@ DEFAULT_PRIOR = "generic-patch"
 def teleport_partner(prior: Any) -> dict[str, Any] | None:
     """A bundled network's teleportation record (manifest ``teleport``: the ``gaussian`` fitted
     to its training data, and the ``levels`` / ``discrepancy`` curve :func:`recon.teleport.
-    discrepancy` measured), for a resolved prior config; None for any other prior."""
+    compare` measured), for a resolved prior config; None for any other prior."""
     from .registry import manifest
 
     source = getattr(prior, "source", None)
@@ -149,7 +149,7 @@ def resolve(spec: str, shape: Shape | None) -> dict[str, Any]:
             return {
                 "kind": "network",
                 "source": spec,
-                "complex": cplx and '"channels":1' in meta["unet"],
+                "complex": cplx and json.loads(meta["unet"])["channels"] == 1,
             }
         return {"kind": "exact", "path": spec}
     if spec == "digits-gaussian":

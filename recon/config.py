@@ -146,7 +146,13 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: config file not found")
-    text = p.read_text()
+    try:
+        text = p.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{p}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start]:#04x}); save the "
+            "config as UTF-8"
+        ) from None
     try:
         if p.suffix in (".yaml", ".yml"):
             data = yaml.safe_load(text)
@@ -161,6 +167,8 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
     except (yaml.YAMLError, tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
         first = str(exc).splitlines()[0]
         raise ConfigError(f"{p}: not valid {p.suffix[1:].upper()}: {first}") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: nested too deeply to be a config") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -52,16 +52,6 @@ def _hash(cfg: RunConfig) -> str:
     return fingerprint(cfg, exclude={"input", "device"})
 
 
-def _truth_volume_max(scan: Path) -> float | None:
-    import h5py
-
-    with h5py.File(scan, "r") as f:
-        for key in ("reconstruction_rss", "reconstruction_esc", "ground_truth"):
-            if key in f:
-                return float(np.max(f[key][()]))
-    return None
-
-
 def _write_atomic(path: Path, text: str) -> None:
     io.atomic(path, True, lambda tmp: tmp.write_text(text))
 
@@ -108,7 +98,7 @@ def evaluate(
         for i in wanted:
             if not 0 <= i < info_n:
                 raise UserError(f"{bench.name}: item {i} does not exist (it has {info_n})")
-        vmax = _truth_volume_max(bench.scan)
+        vmax = io.truth_max(bench.scan)
         mri = bench.kind.startswith("mri")
         device = ctx.device(cfg.device)
         prior = build_prior(cfg, device) if entry.uses_prior else None

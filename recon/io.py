@@ -184,15 +184,44 @@ def write_result(
 
 
 def open_h5(path: str | Path) -> h5py.File:
+    """``path`` opened read-only, its top-level links checked (:func:`_check_links`)."""
     p = Path(path)
     if not p.is_file():
         raise ReconIOError(f"{p}: file not found")
     try:
-        return h5py.File(p, "r")
+        f = h5py.File(p, "r")
     except OSError as exc:
         raise ReconIOError(
             f"{p}: not a readable HDF5 file ({str(exc).splitlines()[0]}); is it truncated?"
         ) from None
+    try:
+        _check_links(f, p)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def _check_links(f: h5py.File, path: Path) -> None:
+    """Refuse, in one line, a top-level soft or external link that resolves to nothing (HDF5
+    raises a bare KeyError on access; every dataset recon reads is top-level)."""
+    for name in f:
+        link = f.get(name, getlink=True)
+        if not isinstance(link, h5py.SoftLink | h5py.ExternalLink):
+            continue
+        try:
+            f[name]
+        except (KeyError, OSError):
+            target = (
+                f"{link.path!r} in {link.filename}"
+                if isinstance(link, h5py.ExternalLink)
+                else repr(link.path)
+            )
+            kind = "an external" if isinstance(link, h5py.ExternalLink) else "a soft"
+            raise ReconIOError(
+                f"{path}: {name!r} is {kind} link to {target}, which does not exist; restore "
+                "its target or copy the data into the file"
+            ) from None
 
 
 @contextlib.contextmanager
@@ -432,6 +461,17 @@ def read_ct_slice(info: CTInfo, index: int) -> tuple[torch.Tensor, torch.Tensor 
     if not np.isfinite(s).all():
         raise ReconIOError(f"{info.path}: slice {index} of {info.key!r} has NaN/Inf values")
     return torch.from_numpy(s)[None], (torch.from_numpy(truth) if truth is not None else None)
+
+
+def truth_max(path: str | Path) -> float | None:
+    """The largest value of a scan's ground truth (``reconstruction_rss``,
+    ``reconstruction_esc`` or ``ground_truth``, checked as real), or None without one: the
+    fastMRI volume metrics' ``maxval``."""
+    with _opened(path) as (f, p):
+        for key in ("reconstruction_rss", "reconstruction_esc", "ground_truth"):
+            if key in f:
+                return float(np.max(_real_dataset(f, key, p, "ground truth")[()]))
+    return None
 
 
 def read_images(path: str | Path) -> torch.Tensor:

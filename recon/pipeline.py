@@ -132,7 +132,7 @@ def run(
     ctx = context
     device = errors.device(ctx.device(cfg.device))
 
-    def setup() -> tuple[RunConfig, Source, Any, Item | None]:
+    def setup() -> tuple[RunConfig, Source, Any, Item | None, teleport.Teleport | None]:
         results.check_outputs(
             cfg.output, cfg.figure, force=cfg.force, inputs=[cfg.input] if cfg.input else []
         )

@@ -286,3 +286,47 @@ def test_evaluate_reports_coverage_and_exact_runs_with_an_exact_prior(tmp_path):
     assert set(cov) == {str(v) for v in (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)}
     assert 0 < cov["0.5"] <= cov["0.9"] <= 1
     assert (out / "calibration.png").is_file() and "coverage" in (out / "summary.md").read_text()
+
+
+def test_dangling_links_and_undecodable_configs_are_user_errors(tmp_path):
+    """Two classes of bad input, each one line on stderr and exit 2: an HDF5 dataset that is a
+    soft or external link to nothing (every read opens files through ``recon.io.open_h5``),
+    and a config that is not UTF-8 text or is nested past the parser's recursion limit
+    (every config goes through ``recon.config.read_mapping``)."""
+    import numpy as np
+
+    ext, soft = tmp_path / "ext.h5", tmp_path / "soft.h5"
+    with h5py.File(ext, "w") as f:
+        f["kspace"] = h5py.ExternalLink(str(tmp_path / "missing.h5"), "/kspace")
+        f["mask"] = np.ones(8, np.float32)
+    with h5py.File(soft, "w") as f:
+        f["kspace"] = h5py.SoftLink("/nowhere")
+    scan = tmp_path / "scan.h5"
+    assert (
+        runner.invoke(
+            app, ["simulate", "phantoms:1:16", "-o", str(scan), "--operator", "mri"]
+        ).exit_code
+        == 0
+    )
+    configs = {
+        "utf16.yaml": "sampler:\n  name: tv\n".encode("utf-16"),
+        "latin1.yaml": "sampler:\n  name: 'tév'\n".encode("latin-1"),
+        "deep.json": ('{"a": ' + "[" * 100000 + "]" * 100000 + "}").encode(),
+    }
+    cases = [[str(p), "-o", str(tmp_path / "o.h5")] for p in (ext, soft)]
+    for name, data in configs.items():
+        (tmp_path / name).write_bytes(data)
+        cases.append([str(scan), "-o", str(tmp_path / "o.h5"), "-c", str(tmp_path / name)])
+    for args in cases:
+        r = subprocess.run(
+            [sys.executable, "-m", "recon.cli", "reconstruct", *args],
+            capture_output=True,
+            text=True,
+        )
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and "internal error" not in r.stderr, (
+            args,
+            r.stderr,
+        )
+        assert lines[0].startswith("recon: error: ") and str(tmp_path) in lines[0]
+    assert not (tmp_path / "o.h5").exists()
