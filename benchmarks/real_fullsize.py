@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +38,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
+from full_size import _timed  # this folder is on sys.path when run as a script
 
 from recon import io
 from recon import operators as O
@@ -99,17 +98,6 @@ def _score(evaluate, target: np.ndarray, rec: np.ndarray) -> dict[str, float]:
     """fastMRI's ``evaluate`` metrics of one image (one volume), as floats."""
     gt, x = target[None].astype(np.float64), rec[None].astype(np.float64)
     return {f: np.asarray(getattr(evaluate, f)(gt, x)).item() for f in ("nmse", "psnr", "ssim")}
-
-
-def _timed(cmd: list[str]) -> tuple[float, float, str]:
-    """Wall seconds, peak resident memory (GB) and stderr of ``cmd``."""
-    t = time.perf_counter()
-    r = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
-    wall = time.perf_counter() - t
-    if r.returncode:
-        sys.exit(f"{' '.join(cmd)} failed:\n{r.stderr[-3000:]}")
-    peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr).group(1))
-    return wall, peak_kb / 1e6, r.stderr
 
 
 def main() -> None:
@@ -185,7 +173,7 @@ def main() -> None:
                             if method == "tv_best":
                                 cmd += ["--sampler", "tv", "--set", f"sampler.lam={lam}"]
                             cmd += args.extra
-                            wall, peak, _ = _timed(cmd)
+                            wall, peak = _timed(cmd)
                             with h5py.File(out) as f:
                                 rec = f["reconstruction"][()]
                                 attrs = {k: f.attrs[k] for k in ("nfe", "rows_per_call")}

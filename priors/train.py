@@ -139,23 +139,20 @@ PRESETS: dict[str, TrainConfig] = {
         steps=20000,
         ema_halflife=1000,
     ),
-    # generic-patch fine-tuned on a corpus a quarter of which is objects on a dark background
-    # (recon.corpus.on_dark): the dark field of view around every MR and CT slice
-    "generic-patch-dark": TrainConfig(
-        name="generic-patch-dark",
-        data=("generic-dark",),
-        init="generic-patch",
-        resolution=64,
-        unet=UNetConfig(channels=1, base=16, mults=(1, 2, 4, 4), blocks=1, coords=True),
-        patch_sizes=(16, 32, 64),
-        augment=("hflip",),
-        batch_size=32,
-        steps=4000,
-        lr=3e-4,
-        warmup=100,
-        ema_halflife=500,
-    ),
 }
+# generic-patch fine-tuned on a corpus a quarter of which is objects on a dark background
+# (recon.corpus.on_dark): the dark field of view around every MR and CT slice
+PRESETS["generic-patch-dark"] = PRESETS["generic-patch"].model_copy(
+    update={
+        "name": "generic-patch-dark",
+        "data": ("generic-dark",),
+        "init": "generic-patch",
+        "steps": 4000,
+        "lr": 3e-4,
+        "warmup": 100,
+        "ema_halflife": 500,
+    }
+)
 
 SOURCE_NOTES = {
     "digits": "MNIST training digits: the 4000-digit train split of the 5000-digit subset in "
