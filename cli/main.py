@@ -127,9 +127,10 @@ def reconstruct(
         None,
         "--samples",
         min=1,
-        help="Posterior samples per slice. With 2 or more the reconstruction is "
-        "their mean, which is closer to the truth than one draw, and the file gets a std map; "
-        "the time grows with the count.",
+        help="Posterior samples per slice. One draw at the full step count beats several "
+        "shorter draws of the same total cost; with 2 or more the "
+        "reconstruction is their mean, the PSNR-optimal estimate, and the file gets a std "
+        "map; the time grows with the count (benchmarks/README.md, 'Draws or steps').",
     ),
     steps: int | None = typer.Option(None, "--steps", min=1, help="Diffusion steps."),
     batch_size: str | None = typer.Option(

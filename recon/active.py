@@ -482,13 +482,13 @@ def acquire_file(
     Returns:
         A summary dict (psnr, ssim, lines, wall_time_s, output); None on ranks other than 0.
     """
-    import hashlib
     import json
     import time
 
     import numpy as np
 
     from recon import distributed, io, metrics, results
+    from recon.config import digest, tensor_digest
     from recon.errors import UserError
 
     results.check_outputs(output, figure, force=force, inputs=[scan])
@@ -541,9 +541,15 @@ def acquire_file(
             row["truth"] = truth
         return {(i,): row}
 
-    fp = hashlib.sha256(
-        json.dumps([cfg, seed, distributed.file_stamp(scan)], default=str).encode()
-    ).hexdigest()[:16]
+    # what the rows depend on: the options, the schedule's values, the prior's weights, the
+    # seed and the scan as read
+    fp = digest(
+        cfg,
+        [round(float(s), 12) for s in sigmas],
+        tensor_digest(denoiser),
+        seed,
+        distributed.file_stamp(scan),
+    )
     store = distributed.RowStore(distributed.rows_folder(output, fp))
     done = distributed.run_rows(
         [(i,) for i in idx],

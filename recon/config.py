@@ -349,9 +349,6 @@ def fingerprint(
     fingerprints may be reused (``evaluate``'s items, ``reconstruct``'s finished rows). A
     sampler without a prior (pinv, fbp, tv) leaves out the prior and the network options,
     which cannot change its results."""
-    import hashlib
-    import json
-
     from recon.samplers import SAMPLERS
 
     skip = set(RESULT_NEUTRAL | set(exclude))
@@ -359,7 +356,44 @@ def fingerprint(
         skip |= {"prior", "dtype", "channels_last", "compile"}
     d = cfg.model_dump(mode="json", exclude=skip)
     d.update(extra)
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    return digest(d)
+
+
+def digest(*parts: Any) -> str:
+    """16 hex digits of the sha256 of ``parts`` as sorted JSON (other values by ``str``): the
+    one hash finished results are keyed by (:func:`fingerprint`, acquisition's slices)."""
+    import hashlib
+    import json
+
+    text = json.dumps(parts[0] if len(parts) == 1 else list(parts), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def tensor_digest(obj: Any) -> str:
+    """A digest of the tensors an object holds (a denoiser, a prior): its torch modules'
+    state dicts and its own tensor attributes, two levels deep; the type name when it holds
+    none. Results made with other weights never share it."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256(type(obj).__qualname__.encode())
+
+    def visit(o: Any, depth: int) -> None:
+        if isinstance(o, torch.Tensor):
+            h.update(o.detach().cpu().contiguous().numpy().tobytes())
+        elif isinstance(o, torch.nn.Module):
+            for k, v in sorted(o.state_dict().items()):
+                h.update(k.encode())
+                visit(v, depth)
+        elif depth > 0 and hasattr(o, "__dict__"):
+            for k, v in sorted(vars(o).items()):
+                if isinstance(v, torch.Tensor | torch.nn.Module) or hasattr(v, "__dict__"):
+                    h.update(k.encode())
+                    visit(v, depth - 1)
+
+    visit(obj, 2)
+    return h.hexdigest()[:16]
 
 
 def _set(data: dict[str, Any], dotted: str, value: Any) -> None:

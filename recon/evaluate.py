@@ -48,10 +48,6 @@ COVERAGE = {f"cov{round(lev * 100)}": lev for lev in metrics.COVERAGE_LEVELS}
 FIELDS = ["index", "psnr", "ssim", "nmse", "seconds", "nfe", *COVERAGE]
 
 
-def _hash(cfg: RunConfig) -> str:
-    return fingerprint(cfg, exclude={"input", "device"})
-
-
 def _write_atomic(path: Path, text: str) -> None:
     io.atomic(path, True, lambda tmp: tmp.write_text(text))
 
@@ -213,7 +209,7 @@ def _write_csv(path: Path, done: dict[int, dict[str, float]]) -> None:
 def _claim(out: Path, cfg: RunConfig, bench: BenchmarkSet) -> dict[int, dict[str, float]]:
     """The finished items of this config in ``out``; the folder is claimed for this config
     (``config.json``) when it holds no finished item of another one."""
-    h = _hash(cfg)
+    h = fingerprint(cfg, exclude={"input", "device"})
     cfg_path = out / "config.json"
     done = _finished(out)
     if cfg_path.exists():

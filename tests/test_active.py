@@ -240,3 +240,49 @@ def test_entropy_ties_are_broken_by_spread_then_index():
     pred = torch.tensor([[[[0.0, 1.0], [2.0, 0.0]]], [[[2.0, 1.0], [0.0, 0.0]]]])  # (2, 1, 2, 2)
     index = torch.tensor([[0, 1], [0, 1]])
     assert torch.allclose(candidate_spread(pred, index, 2), torch.tensor([2.0, 0.0]))
+
+
+def test_acquisition_resume_is_keyed_by_schedule_and_prior(tmp_path):
+    """A Python caller's finished slices are kept under a fingerprint of everything they
+    depend on: rerunning the same acquisition reuses them, while another schedule (same step
+    count) or another prior's weights (same type) gets a folder of its own."""
+    from typer.testing import CliRunner
+
+    from recon.active import acquire_file
+    from recon.cli.main import app
+
+    scan, out = tmp_path / "full.h5", tmp_path / "out.h5"
+    args = ["simulate", "phantoms:2:16", "-o", str(scan), "--operator", "mri", "--mask", "full"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    shape = (2, 16, 16)
+
+    def prior(m):
+        return GaussianPrior(torch.full(shape, m), torch.full((512,), 0.04), shape=shape)
+
+    def stop(done, total):
+        if done:
+            raise KeyboardInterrupt
+
+    def folders():
+        rows = tmp_path / ".out.h5.rows"
+        return {p.name for p in rows.iterdir()} if rows.is_dir() else set()
+
+    def interrupted(den, sigmas):
+        with pytest.raises(KeyboardInterrupt):
+            acquire_file(
+                str(scan),
+                str(out),
+                den,
+                sigmas,
+                acceleration=4,
+                center_fraction=0.125,
+                n_particles=2,
+                on_slice=stop,
+            )
+        return folders()
+
+    first = interrupted(prior(0.5), karras(4, sigma_max=5.0))
+    assert len(first) == 1
+    assert interrupted(prior(0.5), karras(4, sigma_max=5.0)) == first
+    assert len(interrupted(prior(0.5), karras(4, sigma_max=4.0))) == 2
+    assert len(interrupted(prior(0.4), karras(4, sigma_max=5.0))) == 3
