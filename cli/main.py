@@ -256,7 +256,8 @@ def simulate(
     mask: str = typer.Option(
         "equispaced",
         "--mask",
-        help="MRI mask: equispaced, random, vd2d, or full (fully sampled, for recon acquire).",
+        help="MRI mask: equispaced, random, or full (fully sampled, for recon acquire); "
+        "fastMRI's layout stores whole columns, so vd2d (2-D) is refused here.",
     ),
     coils: int = typer.Option(8, "--coils", help="Coils (multi-coil MRI, birdcage maps)."),
     readout_oversampling: int = typer.Option(

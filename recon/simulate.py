@@ -75,6 +75,12 @@ def simulate(
         else:
             physics = O.build(operator)
         mask2d = physics.mask.reshape(-1, kh, kw)[0]  # (H, W) on the k-space grid
+        if not bool((mask2d == mask2d[:1]).all()):
+            raise UserError(
+                f"mask {operator.mask!r} samples k-space points, not whole phase-encode "
+                "columns; fastMRI's layout stores one mask entry per column, so it cannot hold "
+                "this mask (use equispaced or random)"
+            )
         x = torch.zeros(n, 2, h, w)
         x[:, 0] = images[:, 0]
         ys = []

@@ -330,3 +330,18 @@ def test_dangling_links_and_undecodable_configs_are_user_errors(tmp_path):
         )
         assert lines[0].startswith("recon: error: ") and str(tmp_path) in lines[0]
     assert not (tmp_path / "o.h5").exists()
+
+
+def test_simulate_refuses_a_mask_fastmri_layout_cannot_store(tmp_path):
+    """A 2-D (vd2d) mask samples points, not columns: fastMRI's one-entry-per-column ``mask``
+    cannot hold it, so simulate refuses in one line and writes nothing (it wrote an all-zero
+    mask, a scan no command could reconstruct)."""
+    out = tmp_path / "vd.h5"
+    r = runner.invoke(
+        app, ["simulate", "phantoms:1:16", "-o", str(out), "--operator", "mri", "--mask", "vd2d"]
+    )
+    from recon.errors import UserError  # main() turns it into one line and exit 2
+
+    assert isinstance(r.exception, UserError), r.output
+    assert "whole phase-encode columns" in str(r.exception)
+    assert not out.exists()
