@@ -264,15 +264,22 @@ def run(
                 f"ground truth of shape {tuple(truth_t.shape[1:])} does not match "
                 f"the reconstruction {tuple(recon_t.shape[1:])}"
             )
-        try:
-            if convention == "fastmri":
-                m = metrics.fastmri_volume_metrics(recon_t, truth_t)
-                scores = {k: [v] for k, v in m.items()}
-            else:
-                m = metrics.image_metrics(recon_t[:, None].clamp(0, 1), truth_t[:, None])
-                scores = {k: v.tolist() for k, v in m.items()}
-        except metrics.ImageTooSmall as err:  # the reconstruction stands; no metrics
-            skipped = f"{err}: no metrics in the {convention} convention"
+        bad = [i for i, t in zip(indices, truth_t, strict=True) if not bool(t.isfinite().all())]
+        if bad:  # the reconstruction stands; a metric of NaN would read as a score
+            skipped = f"{cfg.input}: the ground truth of item(s) {bad} has NaN/Inf values"
+        else:
+            try:
+                if convention == "fastmri":
+                    m = metrics.fastmri_volume_metrics(recon_t, truth_t)
+                    scores = {k: [v] for k, v in m.items()}
+                else:
+                    m = metrics.image_metrics(recon_t[:, None].clamp(0, 1), truth_t[:, None])
+                    scores = {k: v.tolist() for k, v in m.items()}
+            except metrics.ImageTooSmall as err:  # the reconstruction stands; no metrics
+                skipped = str(err)
+        if skipped:
+            skipped += f": no metrics in the {convention} convention"
+            said.append(skipped)
     wall = time.perf_counter() - t0
     attrs = {
         "config": cfg.model_dump(mode="json"),

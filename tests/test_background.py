@@ -127,3 +127,24 @@ def test_support_checks_measure_the_fit_and_the_unseen_field_of_view(dark_scan):
     ):
         frac = support.blind_fraction(O.build(given, coil_maps=maps))
         assert (frac > support.BLIND_LIMIT) is blind, frac
+
+
+def test_a_nan_ground_truth_gives_no_metrics_and_says_so(dark_scan, tmp_path):
+    """A ground truth with NaN values: the reconstruction is written, with no metrics (a
+    'PSNR nan' would read as a score), and the run says why in one line and records it."""
+    import json
+    import shutil
+
+    scan = tmp_path / "nan.h5"
+    shutil.copy(dark_scan, scan)
+    with h5py.File(scan, "a") as f:
+        t = f["reconstruction_rss"][()]
+        t[0, 0, 0] = np.nan
+        f["reconstruction_rss"][...] = t
+    out = tmp_path / "out.h5"
+    r = CliRunner().invoke(app, ["reconstruct", str(scan), "-o", str(out), "--sampler", "pinv"])
+    assert r.exit_code == 0, r.output
+    assert "PSNR" not in r.stdout and "NaN/Inf" in r.output
+    with h5py.File(out) as f:
+        assert "metrics" not in f.attrs and "NaN/Inf" in f.attrs["metrics_skipped"]
+        assert json.loads(f.attrs["support"])["warnings"]
