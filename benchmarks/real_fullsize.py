@@ -45,6 +45,8 @@ from recon import operators as O
 
 #: fastMRI's centre fractions for its x4 / x8 challenge masks
 CENTER = {4: 0.08, 8: 0.04}
+#: methods that take no prior
+CLASSICAL = ("fastmri_zf", "zero_filled", "pinv", "tv", "tv_best")
 METHODS = [
     "fastmri_zf",
     "zero_filled",
@@ -110,6 +112,9 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     ap.add_argument("--tv-lams", type=float, nargs="+", default=[0.001, 0.003, 0.01, 0.03])
     ap.add_argument("--noise", type=float, default=0.01, help="k-space noise / coil peak")
+    ap.add_argument(
+        "--prior", default=None, help="prior of the diffusion methods (a name or path)"
+    )
     ap.add_argument("--extra", nargs="*", default=[], help="more `recon reconstruct` options")
     ap.add_argument("--out", type=Path, default=None, help="append results as JSON lines")
     args = ap.parse_args()
@@ -172,6 +177,8 @@ def main() -> None:
                                 cmd += ["--sampler", method]
                             if method == "tv_best":
                                 cmd += ["--sampler", "tv", "--set", f"sampler.lam={lam}"]
+                            if args.prior and method not in CLASSICAL:
+                                cmd += ["--prior", args.prior]
                             cmd += args.extra
                             wall, peak = _timed(cmd)
                             with h5py.File(out) as f:
@@ -200,6 +207,7 @@ def main() -> None:
                                 **{k: int(v) for k, v in attrs.items()},
                                 "size": args.size,
                                 "extra": args.extra,
+                                "prior": args.prior,
                                 "fastmri": fastmri.__version__,
                             }
                             with open(args.out, "a") as fh:
