@@ -193,6 +193,14 @@ def measurement_sigma(physics: dinv.physics.Physics, sigma_y: float | None) -> f
     return noise_sigma(physics) if sigma_y is None else float(sigma_y)
 
 
+def one_shot(x: Tensor, sigmas: Tensor, callback: Callback) -> Tensor:
+    """``x``, after the one :class:`StepInfo` of a one-shot method (zero filling, pinv, FBP,
+    an exact draw) went to ``callback``."""
+    if callback is not None:
+        callback(StepInfo(0, float(sigmas[0]), x, x))
+    return x
+
+
 def check_inputs(y: Tensor, sigmas: Tensor) -> None:
     """Validate the common sampler inputs."""
     if sigmas.ndim != 1 or sigmas.numel() < 2:

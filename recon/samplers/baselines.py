@@ -27,7 +27,7 @@ from recon.errors import SamplerInputError
 from recon.priors.base import Denoiser
 
 from ._registry import Sampler
-from ._steps import Callback, Generators, StepInfo, make_streams, measurement_sigma
+from ._steps import Callback, Generators, make_streams, measurement_sigma, one_shot
 
 
 def sample_pinv(
@@ -45,9 +45,7 @@ def sample_pinv(
     del denoiser, x_init, generator, sigma_y
     with torch.no_grad():
         x = physics.A_dagger(y)
-        if callback is not None:
-            callback(StepInfo(0, float(sigmas[0]), x, x))
-        return x
+        return one_shot(x, sigmas, callback)
 
 
 def sample_zero_filled(
@@ -68,9 +66,7 @@ def sample_zero_filled(
 
     with torch.no_grad():
         x = zero_filled(physics, y)
-        if callback is not None:
-            callback(StepInfo(0, float(sigmas[0]), x, x))
-        return x
+        return one_shot(x, sigmas, callback)
 
 
 #: the one-line refusal of a prior without a closed-form posterior (also raised up front by
@@ -119,9 +115,7 @@ def sample_exact(
         else:
             x = posterior_fn(physics, y, sigma_y=s_y, **kw).sample_rows(streams)
         x = x.to(dtype=y.dtype, device=y.device)
-        if callback is not None:
-            callback(StepInfo(0, float(sigmas[0]), x, x))
-        return x
+        return one_shot(x, sigmas, callback)
 
 
 #: operator buffers that may carry one entry per batch row (deepinv MRI/inpainting masks,

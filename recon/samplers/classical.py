@@ -32,7 +32,7 @@ from recon.operators import norm_sq
 from recon.priors.base import Denoiser
 
 from ._registry import Sampler
-from ._steps import Callback, Generators, StepInfo
+from ._steps import Callback, Generators, StepInfo, one_shot
 
 _nabla = dinv.models.TVDenoiser.nabla
 _nabla_adjoint = dinv.models.TVDenoiser.nabla_adjoint
@@ -56,9 +56,7 @@ def sample_fbp(
         raise SamplerInputError("sampler 'fbp' needs a CT operator (recon.operators.ct)")
     with torch.no_grad():
         x = fbp(y)
-        if callback is not None:
-            callback(StepInfo(0, float(sigmas[0]), x, x))
-        return x
+        return one_shot(x, sigmas, callback)
 
 
 def sample_tv(
