@@ -14,7 +14,11 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .base import as_sigma
+from .base import as_sigma, call_rows, fixed_calls
+
+
+def _rows(fixed: int | None, x: Tensor) -> int:
+    return call_rows(x) if fixed is None else int(fixed)
 
 
 def _bview(v: Tensor, x: Tensor) -> Tensor:
@@ -42,6 +46,9 @@ class EDMDenoiser(_RangeMixin):
         net: callable ``net(x_in (B, *), c_noise (B,)) -> F (B, *)``.
         sigma_data: the data std the network was trained with (0.5 in EDM).
         data_range: (lo, hi) of the network's training data.
+        call_rows: rows per network call (:func:`recon.priors.base.fixed_calls`): None sizes
+            calls from one row's shape, so results never depend on the batch; 0 makes one
+            call as given.
     """
 
     def __init__(
@@ -49,10 +56,12 @@ class EDMDenoiser(_RangeMixin):
         net: Callable[[Tensor, Tensor], Tensor],
         sigma_data: float = 0.5,
         data_range: tuple[float, float] = (-1.0, 1.0),
+        call_rows: int | None = None,
     ) -> None:
         self.net = net
         self.sigma_data = float(sigma_data)
         self.lo, self.hi = (float(v) for v in data_range)
+        self.call_rows = call_rows
 
     @property
     def data_std(self) -> float:
@@ -66,7 +75,7 @@ class EDMDenoiser(_RangeMixin):
         c_out = s * sd / torch.sqrt(s**2 + sd**2)
         c_in = 1.0 / torch.sqrt(s**2 + sd**2)
         c_noise = torch.log(s.clamp_min(1e-20)) / 4
-        f = self.net(_bview(c_in, u) * u, c_noise)
+        f = fixed_calls(self.net, _rows(self.call_rows, u), _bview(c_in, u) * u, c_noise)
         return self._from_net(_bview(c_skip, u) * u + _bview(c_out, u) * f)
 
 
@@ -87,6 +96,7 @@ class EpsilonDenoiser(_RangeMixin):
         alphas_cumprod: (T,) training schedule ``ab_t``, decreasing in t.
         data_range: (lo, hi) of the network's training data ([-1, 1] for DDPM/ADM).
         timestep: ``"nearest"`` or ``"interpolate"``.
+        call_rows: rows per network call, as for :class:`EDMDenoiser`.
     """
 
     def __init__(
@@ -95,6 +105,7 @@ class EpsilonDenoiser(_RangeMixin):
         alphas_cumprod: Tensor,
         data_range: tuple[float, float] = (-1.0, 1.0),
         timestep: str = "nearest",
+        call_rows: int | None = None,
     ) -> None:
         if timestep not in ("nearest", "interpolate"):
             raise ValueError(f"timestep must be 'nearest' or 'interpolate', got {timestep!r}")
@@ -103,6 +114,7 @@ class EpsilonDenoiser(_RangeMixin):
         self.log_sigmas = 0.5 * torch.log((1 - ab) / ab)  # increasing in t
         self.lo, self.hi = (float(v) for v in data_range)
         self.timestep = timestep
+        self.call_rows = call_rows
 
     def sigma_to_t(self, sigma_u: Tensor) -> Tensor:
         """Timestep for a VE noise level in network units (nearest or interpolated)."""
@@ -120,20 +132,23 @@ class EpsilonDenoiser(_RangeMixin):
         ab = 1.0 / (1.0 + s**2)
         x_t = _bview(ab.sqrt(), u) * u
         t = self.sigma_to_t(s)
-        eps = self.net(x_t, t if self.timestep == "nearest" else t.to(x.dtype))
+        t = t if self.timestep == "nearest" else t.to(x.dtype)
+        eps = fixed_calls(self.net, _rows(self.call_rows, u), x_t, t)
         eps = eps[:, : u.shape[1]] if eps.shape[1] != u.shape[1] else eps
         return self._from_net(u - _bview(s, u) * eps)
 
 
 class DeepinvDenoiser:
     """Any deepinv denoiser ``model(x, sigma)`` working on [0, 1] images with sigma in the same
-    units (deepinv's convention equals recon's, so no conversion is needed)."""
+    units (deepinv's convention equals recon's, so no conversion is needed); ``call_rows`` as
+    for :class:`EDMDenoiser`."""
 
-    def __init__(self, denoiser: nn.Module) -> None:
+    def __init__(self, denoiser: nn.Module, call_rows: int | None = None) -> None:
         self.denoiser = denoiser
+        self.call_rows = call_rows
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
-        return self.denoiser(x, as_sigma(sigma, x))
+        return fixed_calls(self.denoiser, _rows(self.call_rows, x), x, as_sigma(sigma, x))
 
 
 _DIFFUNET_BUFFERS = ("sqrt_1m_alphas_cumprod", "sqrt_alphas_cumprod")

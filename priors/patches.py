@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .adapters import EDMDenoiser
-from .base import as_sigma
+from .base import as_sigma, fixed_calls
 from .covariance import LOG2PI
 
 
@@ -352,8 +352,10 @@ def coord_denoiser(
     data_range: tuple[float, float] = (-1.0, 1.0),
 ) -> EDMDenoiser:
     """The EDM denoiser of patches whose coordinate channels are ``coords`` (N, 2, t, t): the
-    preconditioning scales the image channels only."""
-    return EDMDenoiser(functools.partial(_with_coords, net, coords), sigma_data, data_range)
+    preconditioning scales the image channels only. It makes one network call of all N
+    (the caller fixes the call's shape)."""
+    net_fn = functools.partial(_with_coords, net, coords)
+    return EDMDenoiser(net_fn, sigma_data, data_range, call_rows=0)
 
 
 def _starts(n: int, tile: int, stride: int) -> list[int]:
@@ -383,7 +385,7 @@ class PatchNetworkDenoiser:
             downsampling factor).
         stride: tile stride (tiles overlap by ``tile - stride``).
         data_range: the network's data range.
-        max_tiles: tiles per network call.
+        max_tiles: about the most tiles per network call (:func:`tile_rows`).
     """
 
     def __init__(
@@ -407,11 +409,15 @@ class PatchNetworkDenoiser:
         return self.sigma_data / (self.data_range[1] - self.data_range[0])
 
     def denoise_tiles(self, tiles: Tensor, sigma: Tensor, coords: Tensor) -> Tensor:
-        """Denoise tiles (N, C, t, t) at sigma (N,) with their coordinate channels."""
-        return coord_denoiser(self.net, coords, self.sigma_data, self.data_range)(tiles, sigma)
+        """Denoise tiles (N, C, t, t) at sigma (N,) with their coordinate channels, in one
+        network call."""
+        den = coord_denoiser(self.net, coords, self.sigma_data, self.data_range)
+        return den(tiles, sigma)
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
-        """``E[x0 | x]`` assembled from overlapping tiles; x (B, C, H, W) of any size."""
+        """``E[x0 | x]`` assembled from overlapping tiles; x (B, C, H, W) of any size. The
+        tiles go through the network in calls of :func:`tile_rows` tiles, a number fixed by
+        the image size, so a row's result never depends on its batch-mates."""
         b, _c, h, w = x.shape
         t = self.tile
         s = as_sigma(sigma, x)
@@ -426,13 +432,23 @@ class PatchNetworkDenoiser:
         for i, j in pos:
             weight[i : i + t, j : j + t] += win
         jobs = [(n, i, j) for n in range(b) for i, j in pos]
-        for lo in range(0, len(jobs), self.max_tiles):
-            part = jobs[lo : lo + self.max_tiles]
-            tiles = torch.stack([xp[n, :, i : i + t, j : j + t] for n, i, j in part])
-            top = torch.tensor([i for _, i, _ in part], device=x.device)
-            left = torch.tensor([j for _, _, j in part], device=x.device)
-            coords = pixel_coords(top, left, t, hp, wp, dtype=x.dtype)
-            den = self.denoise_tiles(tiles, s[[n for n, _, _ in part]], coords)
-            for (n, i, j), d in zip(part, den, strict=True):
-                acc[n, :, i : i + t, j : j + t] += d * win
+        tiles = torch.stack([xp[n, :, i : i + t, j : j + t] for n, i, j in jobs])
+        top = torch.tensor([i for _, i, _ in jobs], device=x.device)
+        left = torch.tensor([j for _, _, j in jobs], device=x.device)
+        coords = pixel_coords(top, left, t, hp, wp, dtype=x.dtype)
+        rows = tile_rows(len(pos), self.max_tiles)
+        den = fixed_calls(self.denoise_tiles, rows, tiles, s.repeat_interleave(len(pos)), coords)
+        for (n, i, j), d in zip(jobs, den, strict=True):
+            acc[n, :, i : i + t, j : j + t] += d * win
         return (acc / weight)[..., :h, :w]
+
+
+def tile_rows(per_row: int, cap: int) -> int:
+    """Tiles per network call for images of ``per_row`` tiles, about ``cap`` at most: fixed by
+    the image size, never by the batch (:func:`recon.priors.base.fixed_calls`). With fewer
+    than ``cap`` tiles, whole rows: ``per_row * (cap // per_row)``; with more, the size
+    between ``cap / 2`` and ``cap`` that pads a row's tiles least (a 320 x 320 image's 81
+    tiles go in 9 calls of 9, a 256 x 256 image's 49 in 5 calls of 10)."""
+    if per_row < cap:
+        return per_row * (cap // per_row)
+    return min(range(cap, max(cap // 2, 1) - 1, -1), key=lambda k: -(-per_row // k) * k)

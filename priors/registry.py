@@ -36,8 +36,8 @@ from torch import Tensor, nn
 
 from recon.errors import UserError
 
-from .adapters import EDMDenoiser, _bview, _RangeMixin, load_diffunet
-from .base import as_sigma
+from .adapters import EDMDenoiser, _bview, _RangeMixin, _rows, load_diffunet
+from .base import as_sigma, fixed_calls
 
 
 class PriorError(UserError, ValueError):
@@ -187,7 +187,8 @@ class ModuleDenoiser(_RangeMixin):
     * ``"score"``: ``grad log p_s(u)``, ``D = u + s^2 net(u, s)`` (Tweedie);
     * ``"edm"``: the EDM raw network ``F(c_in u, c_noise)`` (use :class:`EDMDenoiser`).
 
-    ``sigma`` is passed as a (B,) tensor in network units.
+    ``sigma`` is passed as a (B,) tensor in network units; ``call_rows`` as for
+    :class:`EDMDenoiser` (calls of a fixed shape, so results never depend on the batch).
     """
 
     def __init__(
@@ -196,18 +197,24 @@ class ModuleDenoiser(_RangeMixin):
         parametrisation: Literal["x0", "eps", "score", "edm"],
         data_range: tuple[float, float] = (0.0, 1.0),
         sigma_data: float = 0.5,
+        call_rows: int | None = None,
     ) -> None:
         if parametrisation not in ("x0", "eps", "score", "edm"):
             raise ValueError(f"unknown parametrisation {parametrisation!r}")
         self.net, self.parametrisation = net, parametrisation
         self.lo, self.hi = (float(v) for v in data_range)
-        self._edm = EDMDenoiser(net, sigma_data, data_range) if parametrisation == "edm" else None
+        self.call_rows = call_rows
+        self._edm = (
+            EDMDenoiser(net, sigma_data, data_range, call_rows)
+            if parametrisation == "edm"
+            else None
+        )
 
     def __call__(self, x: Tensor, sigma: Tensor) -> Tensor:
         if self._edm is not None:
             return self._edm(x, sigma)
         u, s = self._to_net(x, as_sigma(sigma, x))
-        out = self.net(u, s)
+        out = fixed_calls(self.net, _rows(self.call_rows, u), u, s)
         if self.parametrisation == "x0":
             u0 = out
         elif self.parametrisation == "eps":

@@ -586,7 +586,8 @@ def train_prior(
     model: torch.nn.Module = net
     if ctx.distributed:
         model = torch.nn.parallel.DistributedDataParallel(net)
-    den = EDMDenoiser(model, sigma_data=cfg.sigma_data, data_range=(-1.0, 1.0))
+    # one call per micro-batch, as given (its shape is fixed by the config)
+    den = EDMDenoiser(model, sigma_data=cfg.sigma_data, data_range=(-1.0, 1.0), call_rows=0)
     n_params = sum(p.numel() for p in net.parameters())
     share = cfg.batch_size // ctx.world_size
     micro = share // cfg.accumulate

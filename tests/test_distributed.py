@@ -86,6 +86,11 @@ def _assert_same(a: Path, b: Path) -> None:
 def work(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dist")
     (tmp / "run.yaml").write_text(RUN_YAML)
+    from test_invariance import _tiny_patch_prior
+
+    net = _tiny_patch_prior(tmp / "net.safetensors")
+    prior = f"prior: {{kind: network, source: '{net}', complex: true}}\n"
+    (tmp / "run-net.yaml").write_text(prior + RUN_YAML.split("\n", 1)[1])
     (tmp / "bench").mkdir()
     _cli("simulate", "phantoms:5:16", "-o", str(tmp / "bench" / "scan.h5"), "--operator", "mri")
     _cli("simulate", "phantoms:6:16", "-o", str(tmp / "scan.h5"), "--operator", "mri_multicoil")
@@ -128,6 +133,25 @@ def test_evaluate_and_acquire_on_two_ranks_equal_one_process(worker):
             for key in a.files:
                 assert np.array_equal(a[key], b[key]), (i, key)
     assert (tmp / "eval2" / "summary.md").is_file()
+
+
+def test_evaluate_with_a_network_prior_on_two_ranks_equals_one_process(worker):
+    """With a (tiny, random) patch network prior, 2 ranks (each its own batch of items) give
+    the same bits as one process: the network is called in calls of a fixed shape."""
+    tmp = worker
+    with one_thread():
+        _cli(
+            *("evaluate", "-b", str(tmp / "bench"), "-o", str(tmp / "eval-net1")),
+            *("-c", str(tmp / "run-net.yaml"), "--samples", "2"),
+        )
+    assert _csv(tmp / "eval-net1" / "items.csv") == _csv(tmp / "eval-net2" / "items.csv")
+    for i in range(5):
+        with (
+            np.load(tmp / "eval-net1/items" / f"{i:04d}.npz") as a,
+            np.load(tmp / "eval-net2/items" / f"{i:04d}.npz") as b,
+        ):
+            for key in a.files:
+                assert np.array_equal(a[key], b[key]), (i, key)
     _assert_same(tmp / "ads1.h5", tmp / "ads2.h5")
     assert not list(tmp.glob(".ads2.h5.rows"))  # finished: the shard folder is gone
 

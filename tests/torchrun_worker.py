@@ -34,6 +34,13 @@ def main(tmp: Path) -> None:
     )
     app(
         [
+            *("evaluate", "-b", str(tmp / "bench"), "-o", str(tmp / "eval-net2")),
+            *("-c", str(tmp / "run-net.yaml"), "--samples", "2"),
+        ],
+        standalone_mode=False,
+    )
+    app(
+        [
             *("acquire", str(tmp / "full.h5"), "-o", str(tmp / "ads2.h5"), "--steps", "8"),
             *("--particles", "2", "--center-fraction", "0.125", "--acceleration", "4"),
         ],
