@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from recon.catalog import LISTINGS
+from recon.catalog import LISTINGS, NOISE_FLOOR_HELP
 from recon.errors import UserError
 from recon.memory import BUDGET_HELP, keep_freed_memory
 
@@ -164,6 +164,9 @@ def reconstruct(
         "file's record; fastMRI files have none, so it is estimated from the data (readout "
         "oversampling, else the k-space periphery). The output's attr 'noise' says which.",
     ),
+    noise_floor: bool | None = typer.Option(
+        None, "--noise-floor/--no-noise-floor", help=f"{NOISE_FLOOR_HELP}."
+    ),
     teleport: str | None = TELEPORT,
     seed: int | None = typer.Option(None, "--seed", **SEED, help="Run seed."),
     figure: Path | None = typer.Option(None, "--figure", help="Write a PNG comparison."),
@@ -202,6 +205,7 @@ def reconstruct(
         compile=compile_net or None,
         channels_last=channels_last or None,
         sigma_y=sigma_y,
+        noise_floor=noise_floor,
         teleport=teleport,
         seed=seed,
         figure=str(figure) if figure else None,

@@ -26,7 +26,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -75,7 +75,9 @@ class TrainConfig(BaseModel):
     sigma_data: float = Field(0.5, gt=0)
     p_mean: float = -1.2
     p_std: float = Field(1.2, gt=0)
-    augment: tuple[str, ...] = Field((), description="any of 'hflip', 'shift' (+-2 pixels)")
+    augment: tuple[Literal["hflip", "shift"], ...] = Field(
+        (), description="any of 'hflip', 'shift' (+-2 pixels)"
+    )
     checkpoint_every: int = Field(250, ge=1)
     sample_grid: int = Field(16, ge=1, description="images in each checkpoint's sample grid")
     seed: int = 0

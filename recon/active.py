@@ -488,9 +488,10 @@ def acquire_file(
     import numpy as np
 
     from recon import distributed, io, metrics, results
-    from recon.config import digest, tensor_digest
+    from recon.config import digest, tensor_digest, validate_options
     from recon.errors import UserError
 
+    options = validate_options(active_subsampling, options, source="acquire")
     results.check_outputs(output, figure, force=force, inputs=[scan])
     info = io.fastmri_info(scan)
     if info.mask is not None and float(np.asarray(info.mask).min()) < 1:

@@ -8,6 +8,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 
+NOISE_FLOOR_HELP = (
+    "fastMRI k-space: write sqrt(|x|^2 + sum_c 2 sigma_c^2) (sigma_c: each coil's noise std per "
+    "real component, estimated from the data), the expected root-sum-of-squares magnitude of "
+    "the fully sampled coil images with their noise floor, which is how fastMRI's "
+    "reconstruction_rss / _esc targets are made and scored; off: |x|, the noise-free "
+    "magnitude. Default: on for fastMRI's files, off for recon's simulated ones (their truth "
+    "is noise-free)"
+)
+
+
 def _first_line(text: str | None) -> str:
     return (text or "").strip().splitlines()[0] if text else ""
 

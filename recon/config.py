@@ -27,6 +27,7 @@ from pydantic import (
 
 from recon import schedules
 from recon._models import Frozen, config_from_signature
+from recon.catalog import NOISE_FLOOR_HELP
 from recon.errors import UserError
 from recon.memory import BUDGET_HELP
 from recon.operators.mri_multicoil import COIL_ESTIMATOR_HELP, CoilEstimator
@@ -206,6 +207,29 @@ def validate(model: type[M], data: dict[str, Any], *, source: str = "config") ->
         ) from None
 
 
+def validate_options(
+    fn: Any, options: dict[str, Any], *, source: str = "options"
+) -> dict[str, Any]:
+    """Check keyword options for ``fn`` against its annotated parameters (type, bounds,
+    NaN/Inf refused: :func:`recon._models.annotated_parameters`), for Python callers and
+    commands that pass options to a function rather than through a config model. Options
+    without an annotation pass unchanged.
+
+    Raises:
+        ConfigError: one line per bad option.
+    """
+    from pydantic import create_model
+
+    from recon._models import Frozen, annotated_parameters
+
+    params = annotated_parameters(fn)
+    checked = {k: v for k, v in options.items() if k in params}
+    model = create_model(
+        f"{fn.__name__}_options", __base__=Frozen, **{k: params[k] for k in checked}
+    )
+    return {**options, **validate(model, checked, source=source).model_dump()}
+
+
 def load_config(model: type[M], path: str | Path, *, overrides: list[str] | None = None) -> M:
     """Load and validate a config file (YAML/TOML/JSON), with optional ``key=value`` overrides."""
     data = read_mapping(path)
@@ -320,6 +344,7 @@ class RunConfig(Frozen):
         description=f"multi-coil k-space files: {COIL_ESTIMATOR_HELP} (None: the operator's "
         "default)",
     )
+    noise_floor: bool | None = Field(None, description=NOISE_FLOOR_HELP)
     batch_size: Annotated[int | Literal["auto"], BeforeValidator(_batch_size)] = Field(
         "auto",
         description="rows per sampler call; auto: sized to max_memory from one measured row",

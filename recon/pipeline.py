@@ -199,7 +199,9 @@ def run(
         fit = support.data_fit(physics, x, y, source.noise.sigma_y)
         return {
             (i, k): {
-                "x": source.output(xr.detach().cpu().double(), item(i)),
+                "x": source.output(
+                    xr.detach().cpu().double(), item(i), floor=not entry.keeps_noise
+                ),
                 "nfe": nfe,
                 "fit": float(f),
             }

@@ -12,6 +12,7 @@ estimate from the data (:func:`noise_std`); :class:`Noise` says which.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,10 @@ class Source:
             stacked["mask"] = stacked["mask"][:, None]  # (B, 1, H, W)
         return O.build(self.operator, device=device, **stacked)
 
-    def output(self, x: Tensor, item: Item) -> Tensor:
-        """Display-domain image (H, W) from a reconstruction (C, H, W)."""
+    def output(self, x: Tensor, item: Item, *, floor: bool = False) -> Tensor:
+        """Display-domain image (H, W) from a reconstruction (C, H, W); ``floor``: an estimate
+        of the noise-free image, to be written in the convention of the scan's targets
+        (:meth:`FastMRISource.output`; other sources ignore it)."""
         return (x[0] if x.shape[0] == 1 else x.pow(2).sum(0).sqrt()) * item.scale
 
 
@@ -247,8 +250,11 @@ class FastMRISource(Source):
         override: O.OperatorConfigBase | None,
         coil_estimator: str | None = None,
         sigma_y: float | None = None,
+        noise_floor: bool | None = None,
     ) -> None:
         self.info = info = io.fastmri_info(f)
+        # recon simulate's truth is the noise-free image; fastMRI's targets are noisy RSS
+        self.noise_floor = not info.attrs.get("simulated") if noise_floor is None else noise_floor
         self.kind = "mri_multicoil" if info.multicoil else "mri"
         self.n_items = info.n_slices
         h, w = info.shape
@@ -378,9 +384,24 @@ class FastMRISource(Source):
         )
         return Item(index, prep.y, truth, prep.inputs, prep.scale)
 
-    def output(self, x: Tensor, item: Item) -> Tensor:
-        """Magnitude image on the reconstruction grid, in the file's units (h, w)."""
-        return x.pow(2).sum(0).sqrt() * item.scale
+    def floor(self, index: int) -> float:
+        """The noise floor of slice ``index`` in scaled units: ``sqrt(sum_c 2 sigma_c^2)``, the
+        root-mean-square of the root-sum-of-squares of pure noise in the fully sampled coil
+        images (orthonormal FFT: the image noise per pixel is the k-space noise per entry);
+        0 with ``noise_floor`` off or no estimate."""
+        if not self.noise_floor or self.noise.per_coil is None:
+            return 0.0
+        sq = 2.0 * float(np.sum(self.noise.per_coil[index] ** 2)) / self.scale**2
+        return math.sqrt(sq) if math.isfinite(sq) else 0.0
+
+    def output(self, x: Tensor, item: Item, *, floor: bool = False) -> Tensor:
+        """Magnitude image on the reconstruction grid, in the file's units (h, w): ``|x|``,
+        or, with ``floor`` (an estimate of the noise-free image) and ``noise_floor`` on,
+        ``sqrt(|x|^2 + floor^2)`` (:meth:`floor`): the expected root-sum-of-squares of the
+        fully sampled noisy coil images ``S_c x + n_c`` (``sum_c |S_c|^2 = 1``), the
+        convention of fastMRI's targets."""
+        f2 = self.floor(item.index) ** 2 if floor else 0.0
+        return (x.pow(2).sum(0) + f2).sqrt() * item.scale
 
 
 class CTSource(Source):
@@ -514,7 +535,9 @@ def open_source(cfg: RunConfig) -> Source:
     with io.open_h5(cfg.input) as f:
         layout = io.detect_layout(f)
         if layout == "fastmri":
-            source: Source = FastMRISource(f, cfg.operator, cfg.coil_estimator, cfg.sigma_y)
+            source: Source = FastMRISource(
+                f, cfg.operator, cfg.coil_estimator, cfg.sigma_y, cfg.noise_floor
+            )
         elif layout == "ct":
             source = CTSource(f, cfg.operator)
         elif layout == "measurements":

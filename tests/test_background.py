@@ -148,3 +148,38 @@ def test_a_nan_ground_truth_gives_no_metrics_and_says_so(dark_scan, tmp_path):
     with h5py.File(out) as f:
         assert "metrics" not in f.attrs and "NaN/Inf" in f.attrs["metrics_skipped"]
         assert json.loads(f.attrs["support"])["warnings"]
+
+
+def _rec(scan, out, *args: str) -> tuple[np.ndarray, np.ndarray]:
+    r = CliRunner().invoke(app, ["reconstruct", str(scan), "-o", str(out), *args])
+    assert r.exit_code == 0, r.output
+    with h5py.File(out) as f:
+        return f["reconstruction"][()], f["noise_std_per_coil"][()]
+
+
+def test_fastmri_files_get_the_noise_floor_of_their_rss_target(dark_scan, tmp_path):
+    """fastMRI's targets are the root-sum-of-squares of noisy fully sampled coil images:
+    E[RSS^2] = |x|^2 + sum_c 2 sigma_c^2. On a file that is not recon's simulation (its
+    'simulated' attr removed) an estimate of the noise-free image is written as
+    sqrt(|x|^2 + floor^2), with the floor from the per-coil noise the file's data give;
+    zero filling keeps its own noise and gets none; recon's simulated files (noise-free
+    truth) get none unless asked."""
+    import shutil
+
+    plain = tmp_path / "fastmri.h5"
+    shutil.copy(dark_scan, plain)
+    with h5py.File(plain, "a") as f:
+        del f.attrs["simulated"]
+    fast = ("--sampler", "tv")
+    on, per_coil = _rec(plain, tmp_path / "on.h5", *fast)
+    off, _ = _rec(plain, tmp_path / "off.h5", *fast, "--no-noise-floor")
+    floor = np.sqrt(2 * (per_coil**2).sum(axis=1))  # per slice, in the file's units
+    assert floor.min() > 0
+    np.testing.assert_allclose(on**2, off**2 + floor[:, None, None] ** 2, rtol=1e-5)
+    sim_default, _ = _rec(dark_scan, tmp_path / "sim.h5", *fast)
+    np.testing.assert_array_equal(sim_default, off)
+    sim_on, _ = _rec(dark_scan, tmp_path / "sim-on.h5", *fast, "--noise-floor")
+    np.testing.assert_allclose(sim_on, on, rtol=1e-6)
+    zf_plain, _ = _rec(plain, tmp_path / "zf.h5", "--sampler", "zero_filled")
+    zf_sim, _ = _rec(dark_scan, tmp_path / "zf-sim.h5", "--sampler", "zero_filled")
+    np.testing.assert_array_equal(zf_plain, zf_sim)

@@ -345,3 +345,25 @@ def test_simulate_refuses_a_mask_fastmri_layout_cannot_store(tmp_path):
     assert isinstance(r.exception, UserError), r.output
     assert "whole phase-encode columns" in str(r.exception)
     assert not out.exists()
+
+
+def test_numeric_options_and_set_values_are_validated_where_they_enter(tmp_path):
+    """acquire's sampler options meet the DPS parameters' own bounds (NaN wrote an all-NaN
+    result with exit 0; a negative step was accepted), and train-prior's ``augment`` takes
+    only the augmentations that exist (a bogus one was ignored): one line, nothing written."""
+    from recon.errors import UserError
+
+    full = tmp_path / "full.h5"
+    r = runner.invoke(
+        app, ["simulate", "phantoms:1:16", "-o", str(full), "--operator", "mri", "--mask", "full"]
+    )
+    assert r.exit_code == 0, r.output
+    for value, says in (("nan", "finite"), ("-1", "greater than or equal to 0")):
+        out = tmp_path / f"a{value}.h5"
+        r = runner.invoke(app, ["acquire", str(full), "-o", str(out), "--zeta", value])
+        assert isinstance(r.exception, UserError) and says in str(r.exception), r.output
+        assert "zeta" in str(r.exception) and not out.exists()
+    folder = tmp_path / "tp"
+    r = runner.invoke(app, ["train-prior", str(folder), "--set", "augment=[bogus]"])
+    assert isinstance(r.exception, UserError) and "augment" in str(r.exception), r.output
+    assert not folder.exists()

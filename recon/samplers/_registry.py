@@ -40,6 +40,9 @@ class Sampler:
             None), so it can start part-way down from a teleported draw (:mod:`recon.teleport`).
         teleports_cloud: a particle sampler whose cloud can start part-way down from exact
             Gaussian draws: it takes ``teleport_from`` (the Gaussian; :mod:`recon.teleport`).
+        keeps_noise: its output keeps the measurement noise (zero filling, pseudo-inverse,
+            FBP), so the noise floor of fastMRI's magnitude convention is not added to it
+            (:meth:`recon.sources.FastMRISource.output`).
         name: ``fn``'s name without ``sample_`` (derived).
         config: the generated config model (derived).
     """
@@ -52,6 +55,7 @@ class Sampler:
     uses_prior: bool = True
     starts_from_noise: bool = False
     teleports_cloud: bool = False
+    keeps_noise: bool = False
     name: str = field(init=False)
     config: type[Frozen] = field(init=False, repr=False)
 

@@ -162,6 +162,7 @@ SAMPLERS = (
         kind="approximate",
         stochastic=False,
         uses_prior=False,
+        keeps_noise=True,
     ),
     Sampler(
         sample_pinv,
@@ -171,6 +172,7 @@ SAMPLERS = (
         kind="approximate",
         stochastic=False,
         uses_prior=False,
+        keeps_noise=True,
     ),
     Sampler(
         sample_exact,

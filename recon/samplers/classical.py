@@ -102,6 +102,7 @@ SAMPLERS = (
         kind="approximate",
         stochastic=False,
         uses_prior=False,
+        keeps_noise=True,
     ),
     Sampler(
         sample_tv,
