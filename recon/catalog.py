@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-
 NOISE_FLOOR_HELP = (
     "fastMRI k-space: write sqrt(|x|^2 + sum_c 2 sigma_c^2) (sigma_c: each coil's noise std per "
     "real component, estimated from the data), the expected root-sum-of-squares magnitude of "
