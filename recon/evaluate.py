@@ -79,21 +79,26 @@ def evaluate(
             cfg = cfg.model_copy(update={"prior": default or cfg.prior})
         cfg = resolve_prior(cfg, io.scan_image_shape(bench.scan))
     cfg = cfg.model_copy(update={"input": str(bench.scan), "output": None, "figure": None})
+    info_n = _n_items(bench)
+    wanted = list(range(info_n)) if cfg.items is None else sorted(set(cfg.items))
+    for i in wanted:
+        if not 0 <= i < info_n:
+            raise UserError(f"{bench.name}: item {i} does not exist (it has {info_n})")
     with contextlib.ExitStack() as stack:
 
         def claim() -> dict[int, dict[str, float]] | None:
             if not ctx.is_main:
                 return None
+            if _foreign(out):
+                raise UserError(_foreign(out))
+            made = not out.exists()
             (out / "items").mkdir(parents=True, exist_ok=True)
             stack.enter_context(_locked(out))
+            if made:  # made here, and locked: removed again if nothing finishes
+                stack.callback(_remove_if_unfinished, out)
             return _claim(out, cfg, bench)
 
         done = ctx.broadcast(ctx.collective(claim))
-        info_n = _n_items(bench)
-        wanted = list(range(info_n)) if cfg.items is None else sorted(set(cfg.items))
-        for i in wanted:
-            if not 0 <= i < info_n:
-                raise UserError(f"{bench.name}: item {i} does not exist (it has {info_n})")
         vmax = io.truth_max(bench.scan)
         mri = bench.kind.startswith("mri")
         device = ctx.device(cfg.device)
@@ -150,6 +155,44 @@ def evaluate(
 
 
 NPZ_KEYS = ("reconstruction", "std", "input", "truth")
+#: what ``evaluate`` writes into its folder; a folder holding anything else is not recon's
+OWN = frozenset(
+    {".lock", "config.json", "items", "items.csv", "results.json", "summary.md", "figure.png"}
+)
+
+
+def _foreign(out: Path) -> str | None:
+    """Why ``out`` cannot be an evaluate folder (None when it can): a results folder is
+    recon's only if recon made it (its ``config.json`` records a config hash), so a user's
+    folder, or a file, is never written into."""
+    if out.is_symlink() and not out.exists():
+        return f"{out}: a link to nothing; remove it or choose another --output folder"
+    if out.exists() and not out.is_dir():
+        return f"{out}: is a file, not a folder; choose another --output folder"
+    if not out.is_dir():
+        return None
+    names = sorted(p.name for p in out.iterdir())
+    try:
+        ours = "hash" in json.loads((out / "config.json").read_text())
+    except (OSError, ValueError, TypeError):
+        ours = False
+    others = [n for n in names if n not in OWN and not n.startswith(".")]
+    if names and (not ours or others):
+        shown = ", ".join((others or names)[:3])
+        return (
+            f"{out}: holds files recon evaluate did not write ({shown}); choose a new or "
+            "empty --output folder"
+        )
+    return None
+
+
+def _remove_if_unfinished(out: Path) -> None:
+    """Remove a folder this run made when it ends with no finished item (a refused or
+    failed run leaves nothing behind)."""
+    import shutil
+
+    if out.is_dir() and not _finished(out):
+        shutil.rmtree(out, ignore_errors=True)
 
 
 @contextlib.contextmanager

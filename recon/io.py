@@ -103,6 +103,11 @@ def write_attrs(f: h5py.File, attrs: Mapping[str, Any]) -> None:
 def check_writable(path: str | Path, *, force: bool) -> Path:
     """Refuse an existing output (unless ``force``) or a folder that cannot be written."""
     p = Path(path)
+    if p.is_symlink() and not p.exists() and not force:  # exists() follows the link
+        raise ReconIOError(
+            f"{p}: output is a link to nothing; pass --force to replace the link or choose "
+            "another path"
+        )
     if p.exists() and not force:
         raise ReconIOError(
             f"{p}: output exists; pass --force to overwrite it or choose another path"

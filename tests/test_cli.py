@@ -367,3 +367,35 @@ def test_numeric_options_and_set_values_are_validated_where_they_enter(tmp_path)
     r = runner.invoke(app, ["train-prior", str(folder), "--set", "augment=[bogus]"])
     assert isinstance(r.exception, UserError) and "augment" in str(r.exception), r.output
     assert not folder.exists()
+
+
+def test_outputs_are_claimed_and_a_refused_run_leaves_nothing(tmp_path):
+    """A results folder is recon's only if recon made it: a user's folder holding their own
+    items.csv is refused, not overwritten; a file or a dangling link is refused as an
+    output; a refused evaluate leaves no folder behind."""
+    from recon.errors import UserError
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "items.csv").write_text("my data\n")
+    args = ["evaluate", "-b", "phantom_sr_x4", "--sampler", "pinv", "-o"]
+    r = runner.invoke(app, [*args, str(mine)])
+    assert isinstance(r.exception, UserError) and "did not write" in str(r.exception)
+    assert (mine / "items.csv").read_text() == "my data\n"
+    (tmp_path / "afile").write_text("x")
+    r = runner.invoke(app, [*args, str(tmp_path / "afile")])
+    assert isinstance(r.exception, UserError) and "is a file" in str(r.exception)
+    ev = tmp_path / "ev"
+    r = runner.invoke(app, [*args, str(ev), "--set", "items=[99]"])
+    assert isinstance(r.exception, UserError) and not ev.exists()
+    r = runner.invoke(app, [*args, str(ev), "--set", "items=[0]"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, [*args, str(ev), "--set", "items=[1]"])  # its own folder: reused
+    assert r.exit_code == 0, r.output
+    scan, link = tmp_path / "s.h5", tmp_path / "dangling.h5"
+    r = runner.invoke(app, ["simulate", "phantoms:1:16", "-o", str(scan), "--operator", "mri"])
+    assert r.exit_code == 0, r.output
+    link.symlink_to(tmp_path / "nowhere" / "x.h5")
+    r = runner.invoke(app, ["reconstruct", str(scan), "-o", str(link), "--sampler", "pinv"])
+    assert isinstance(r.exception, UserError) and "link to nothing" in str(r.exception)
+    assert link.is_symlink() and not link.exists()
