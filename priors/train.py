@@ -368,13 +368,19 @@ def _atomic_save(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str
 def _checkpoint_state(ckpt: Path, meta_path: Path) -> dict[str, Any] | None:
     """The state (config, step, wall_s, losses) stored inside ``checkpoint.safetensors``; the
     separate ``checkpoint.json`` only for checkpoints written before the state moved inside."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(ckpt), "pt") as fh:
-        md = fh.metadata() or {}
-    if "state" in md:
-        return json.loads(md["state"])
-    return json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    try:
+        with safe_open(str(ckpt), "pt") as fh:
+            md = fh.metadata() or {}
+        if "state" in md:
+            return json.loads(md["state"])
+        return json.loads(meta_path.read_text()) if meta_path.is_file() else None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ConfigError(
+            f"{ckpt}: the checkpoint cannot be read ({str(exc).splitlines()[0]}); it was cut "
+            "short or replaced: start the run over with --fresh"
+        ) from None
 
 
 def _atomic_json(obj: Any, path: Path) -> None:
@@ -486,7 +492,8 @@ def _copy_params(dst: torch.nn.Module, src: torch.nn.Module) -> None:
 
 
 def _load_checkpoint(ckpt: Path, meta_path: Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
-    return _checkpoint_state(ckpt, meta_path), load_file(str(ckpt))
+    state = _checkpoint_state(ckpt, meta_path)  # refuses an unreadable file in one line
+    return state, load_file(str(ckpt))
 
 
 def train_prior(

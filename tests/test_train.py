@@ -296,3 +296,16 @@ def test_on_dark_objects_sit_on_a_dark_background():
     assert torch.equal(
         generic_image(32, 5, parts=DARK_PARTS), generic_image(32, 5, parts=DARK_PARTS)
     )
+
+
+def test_a_truncated_checkpoint_is_one_line_naming_fresh(tiny_data, tmp_path):
+    """A checkpoint cut short (a full disk, a copy interrupted) failed every rerun with an
+    internal error; it is a user error naming the file and --fresh."""
+    from recon.config import ConfigError
+
+    out = tmp_path / "t"
+    train_prior(_cfg(tiny_data, steps=2), out, progress=False)
+    ckpt = out / "checkpoint.safetensors"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    with pytest.raises(ConfigError, match=r"checkpoint\.safetensors.*--fresh"):
+        train_prior(_cfg(tiny_data, steps=4), out, progress=False)
