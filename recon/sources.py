@@ -262,9 +262,12 @@ class FastMRISource(Source):
             mask = info.mask
         else:
             if override is None or override.name not in ("mri", "mri_multicoil"):
+                op = "mri_multicoil" if info.multicoil else "mri"
+                size = f"[{info.image_size[0]},{info.image_size[1]}]"
                 raise UserError(
                     f"{info.path}: the k-space is fully sampled and has no 'mask'; choose the "
-                    "undersampling, e.g. --acceleration 4 (and --mask equispaced|random)"
+                    f"undersampling, e.g. --set operator.name={op} --set operator.img_size="
+                    f"{size} --set operator.acceleration=4 (operator.mask: equispaced|random)"
                 )
             mask = O.make_mask(
                 override.mask if override.mask != "given" else "equispaced",

@@ -399,3 +399,26 @@ def test_outputs_are_claimed_and_a_refused_run_leaves_nothing(tmp_path):
     r = runner.invoke(app, ["reconstruct", str(scan), "-o", str(link), "--sampler", "pinv"])
     assert isinstance(r.exception, UserError) and "link to nothing" in str(r.exception)
     assert link.is_symlink() and not link.exists()
+
+
+def test_a_fully_sampled_file_names_options_that_work(tmp_path):
+    """reconstruct on fully sampled k-space suggested --acceleration, an option it does not
+    have; the suggestion is now a set of --set options, and following it works."""
+    import re
+
+    from recon.errors import UserError
+
+    full = tmp_path / "full.h5"
+    r = runner.invoke(
+        app, ["simulate", "phantoms:1:16", "-o", str(full), "--operator", "mri", "--mask", "full"]
+    )
+    assert r.exit_code == 0, r.output
+    base = ["reconstruct", str(full), "--sampler", "pinv", "-o"]
+    r = runner.invoke(app, [*base, str(tmp_path / "a.h5")])
+    assert isinstance(r.exception, UserError), r.output
+    suggested = re.findall(r"--set (\S+)", str(r.exception))
+    assert len(suggested) == 3, str(r.exception)
+    r = runner.invoke(
+        app, [*base, str(tmp_path / "b.h5"), *[a for s in suggested for a in ("--set", s)]]
+    )
+    assert r.exit_code == 0, r.output
