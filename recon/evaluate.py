@@ -169,6 +169,7 @@ def _foreign(out: Path) -> str | None:
         return f"{out}: a link to nothing; remove it or choose another --output folder"
     if out.exists() and not out.is_dir():
         return f"{out}: is a file, not a folder; choose another --output folder"
+    io.check_folder(out)
     if not out.is_dir():
         return None
     names = sorted(p.name for p in out.iterdir())

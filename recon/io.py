@@ -113,10 +113,39 @@ def check_writable(path: str | Path, *, force: bool) -> Path:
             f"{p}: output exists; pass --force to overwrite it or choose another path"
         )
     parent = p.parent if str(p.parent) else Path(".")
+    if parent.exists() and not parent.is_dir():
+        raise ReconIOError(f"{p}: {parent} is a file, not a folder; choose another path")
     if not parent.is_dir():
         raise ReconIOError(f"{p}: folder {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK):
-        raise ReconIOError(f"{p}: folder {parent} is not writable")
+    _probe(parent, p)
+    return p
+
+
+def _probe(folder: Path, what: Path) -> None:
+    """Refuse a folder in which a file cannot be created (permissions, a read-only or
+    virtual file system), by creating and removing one: ``os.access`` says yes for root."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise ReconIOError(
+            f"{what}: folder {folder} is not writable ({exc.strerror or exc})"
+        ) from None
+
+
+def check_folder(path: str | Path) -> Path:
+    """Refuse an output folder that cannot be made or written: a file on its path, or a
+    first existing ancestor in which nothing can be created."""
+    p = Path(path)
+    for up in [p, *p.parents]:
+        if up.exists() or up.is_symlink():
+            if not up.is_dir():
+                what = "a link to nothing" if not up.exists() else "a file, not a folder"
+                raise ReconIOError(f"{p}: {up} is {what}; choose another folder")
+            _probe(up, p)
+            return p
     return p
 
 
@@ -191,8 +220,11 @@ def write_result(
 def open_h5(path: str | Path) -> h5py.File:
     """``path`` opened read-only, its top-level links checked (:func:`_check_links`)."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ReconIOError(f"{p}: file not found")
+    if not p.is_file():
+        what = "a folder" if p.is_dir() else "not a regular file (a pipe or a device)"
+        raise ReconIOError(f"{p}: {what}; give an HDF5 file")
     try:
         f = h5py.File(p, "r")
     except OSError as exc:

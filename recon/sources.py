@@ -534,7 +534,12 @@ def open_source(cfg: RunConfig) -> Source:
     if cfg.input is None:
         raise UserError("no input scan: give SCAN on the command line or 'input' in the config")
     if Path(cfg.input).is_dir():
-        raise _no_measurements(cfg.input)
+        raise UserError(
+            f"{cfg.input}: a folder; reconstruct reads one scan file (fastMRI k-space, a CT "
+            "sinogram or measurements, HDF5). A folder of images or a DICOM series is an image "
+            "stack: simulate measurements from it first with `recon simulate FOLDER -o SCAN.h5 "
+            "--operator ...`"
+        )
     with io.open_h5(cfg.input) as f:
         layout = io.detect_layout(f)
         if layout == "fastmri":

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import pytest
@@ -422,3 +423,34 @@ def test_a_fully_sampled_file_names_options_that_work(tmp_path):
         app, [*base, str(tmp_path / "b.h5"), *[a for s in suggested for a in ("--set", s)]]
     )
     assert r.exit_code == 0, r.output
+
+
+def test_messages_name_the_thing_that_is_wrong(tmp_path):
+    """A folder given as the scan, a named pipe, an output under a file, an output folder in
+    which nothing can be created: one line each, naming what the user typed and why."""
+    import os
+
+    from recon.errors import UserError
+
+    scan = tmp_path / "s.h5"
+    r = runner.invoke(app, ["simulate", "phantoms:1:16", "-o", str(scan), "--operator", "mri"])
+    assert r.exit_code == 0, r.output
+    (tmp_path / "adir").mkdir()
+    pipe = tmp_path / "pipe.h5"
+    os.mkfifo(pipe)
+    (tmp_path / "afile").write_text("x")
+    rec = ["reconstruct", "--sampler", "pinv"]
+    cases = [
+        ([*rec, str(tmp_path / "adir"), "-o", str(tmp_path / "o.h5")], "a folder; reconstruct"),
+        ([*rec, str(pipe), "-o", str(tmp_path / "o.h5")], "not a regular file"),
+        ([*rec, str(scan), "-o", str(tmp_path / "afile" / "o.h5")], "is a file, not a folder"),
+        (
+            ["evaluate", "-b", "phantom_sr_x4", "--sampler", "pinv", "-o", f"{tmp_path}/afile/ev"],
+            "is a file, not a folder",
+        ),
+    ]
+    if Path("/proc").is_dir():  # a file system in which no file can be created, even by root
+        cases.append(([*rec, str(scan), "-o", "/proc/o.h5"], "/proc is not writable"))
+    for args, says in cases:
+        r = runner.invoke(app, args)
+        assert isinstance(r.exception, UserError) and says in str(r.exception), (args, r.output)
