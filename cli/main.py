@@ -14,6 +14,7 @@ from pathlib import Path
 
 import typer
 
+from recon import memory
 from recon.catalog import LISTINGS, NOISE_FLOOR_HELP
 from recon.errors import UserError
 from recon.memory import BUDGET_HELP, keep_freed_memory
@@ -309,6 +310,8 @@ def simulate(
             raise UserError(f"{images!r}: use phantoms:N:SIZE, e.g. phantoms:4:64") from None
         if n < 1 or size < 8:
             raise UserError(f"{images!r}: need N >= 1 phantoms of SIZE >= 8 pixels")
+        # the phantoms (float32) and their float64 drawing grids
+        memory.check_request(n * size * size * (4 + 3 * 8), f"{images!r}")
         imgs = random_phantoms(n, size, seed=seed + 12345)
         source = {"format": "phantoms", "n": n, "size": size, "seed": seed + 12345}
     else:

@@ -354,7 +354,9 @@ class RunConfig(Frozen):
         description=f"memory budget of batch_size auto, e.g. 4GB ({BUDGET_HELP})",
     )
     device: str = Field("cpu", description="cpu, cuda or cuda:N")
-    items: list[int] | None = Field(None, description="only these slice/image indices")
+    items: list[int] | None = Field(
+        None, min_length=1, description="only these slice/image indices"
+    )
     keep_samples: bool = Field(False, description="also write every sample")
     figure: str | None = Field(None, description="PNG comparison figure path")
 

@@ -146,6 +146,28 @@ def _available_cpu() -> int | None:
     return None
 
 
+def _gb(n: float) -> str:
+    return f"{n / 1e9:.3g} GB"
+
+
+def check_request(nbytes: float, what: str) -> None:
+    """Refuse, before allocating, a request that cannot fit in this machine's memory: one
+    line saying what was asked, about how much memory it needs and how much is available.
+
+    Raises:
+        UserError: ``nbytes`` exceeds the memory available now (``MemAvailable``; no check
+            where it cannot be read).
+    """
+    from recon.errors import UserError
+
+    avail = _available_cpu()
+    if avail is not None and nbytes > avail:
+        raise UserError(
+            f"{what} needs about {_gb(nbytes)} of memory; {_gb(avail)} is available. Ask for "
+            "less (fewer items, samples or pixels)"
+        )
+
+
 def in_use(device: torch.device) -> int:
     """Bytes this process holds now: allocated CUDA memory, or the resident set on CPU (after
     the heap's free pages went back to the OS: :func:`release_freed_memory`)."""

@@ -15,6 +15,7 @@ data: :class:`recon.sources.Noise`) is recorded in the ``noise`` attr.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from recon import distributed, errors, metrics, results, support, teleport
+from recon import distributed, errors, memory, metrics, results, support, teleport
 from recon import operators as O
 from recon.config import RunConfig, fingerprint, validate
 from recon.distributed import SINGLE, Context, RowStore, file_stamp, run_rows
@@ -142,6 +143,13 @@ def run(
             first = source.item(source.indices[0])
             y0 = first.y[None].to(device)
             shape = tuple(source.physics([first], device).A_adjoint(y0).shape[1:])
+            # every draw is kept (float64) until the reduction, twice with keep_samples
+            per_row = 8 * math.prod(shape[-2:]) * (2 if cfg.keep_samples else 1)
+            memory.check_request(
+                len(source.indices) * cfg.n_samples * per_row,
+                f"{cfg.input}: {len(source.indices)} item(s) x {cfg.n_samples} sample(s) of "
+                f"{shape[-2]} x {shape[-1]}",
+            )
         if not entry.uses_prior:
             built = None
         elif built is None:

@@ -13,9 +13,13 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+#: the most noise levels a schedule takes: 100 times the 1,000 of DDPM and DPS, far above any
+#: published sampler (a larger count is a typo, and would run for days)
+MAX_STEPS = 100_000
+
 
 def karras(
-    n_steps: Annotated[int, Field(ge=1, description="non-zero noise levels")] = 50,
+    n_steps: Annotated[int, Field(ge=1, le=MAX_STEPS, description="non-zero noise levels")] = 50,
     *,
     sigma_min: Annotated[float, Field(gt=0, description="smallest sigma (data units)")] = 0.002,
     sigma_max: Annotated[float, Field(gt=0, description="largest sigma (data units)")] = 10.0,
@@ -66,7 +70,9 @@ def ddpm_alphas_cumprod(
 
 
 def ddpm(
-    n_train_steps: Annotated[int, Field(ge=2, description="training timesteps T")] = 1000,
+    n_train_steps: Annotated[
+        int, Field(ge=2, le=MAX_STEPS, description="training timesteps T")
+    ] = 1000,
     *,
     beta_start: Annotated[float, Field(gt=0, description="first beta")] = 1e-4,
     beta_end: Annotated[float, Field(gt=0, lt=1, description="last beta")] = 0.02,

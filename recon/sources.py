@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from recon import io
+from recon import io, memory
 from recon import operators as O
 from recon.config import RunConfig, validate
 from recon.errors import UserError
@@ -253,6 +253,11 @@ class FastMRISource(Source):
         noise_floor: bool | None = None,
     ) -> None:
         self.info = info = io.fastmri_info(f)
+        # one slice's k-space is read at a time, with a few complex64 working copies
+        memory.check_request(
+            8 * 6 * math.prod(f["kspace"].shape[1:]),
+            f"{info.path}: one slice of 'kspace' {tuple(f['kspace'].shape[1:])}",
+        )
         # recon simulate's truth is the noise-free image; fastMRI's targets are noisy RSS
         self.noise_floor = not info.attrs.get("simulated") if noise_floor is None else noise_floor
         self.kind = "mri_multicoil" if info.multicoil else "mri"

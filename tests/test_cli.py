@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -454,3 +455,32 @@ def test_messages_name_the_thing_that_is_wrong(tmp_path):
     for args, says in cases:
         r = runner.invoke(app, args)
         assert isinstance(r.exception, UserError) and says in str(r.exception), (args, r.output)
+
+
+def test_requests_larger_than_memory_are_refused_before_allocating(tmp_path, monkeypatch):
+    """Say what was asked and what is available, before allocating: phantoms of a huge size,
+    a billion samples, a declared k-space slice larger than memory; an impossible step count
+    and an empty item list are refused by the config's bounds."""
+    from recon import memory
+    from recon.errors import UserError
+
+    monkeypatch.setattr(memory, "_available_cpu", lambda: 2 * 10**9)  # any machine: 2 GB
+    scan = tmp_path / "s.h5"
+    r = runner.invoke(app, ["simulate", "phantoms:1:16", "-o", str(scan), "--operator", "mri"])
+    assert r.exit_code == 0, r.output
+    big = tmp_path / "big.h5"
+    with h5py.File(big, "w") as f:  # declared, never written: no disk used
+        f.create_dataset("kspace", (1, 15, 40000, 40000), "complex64", chunks=(1, 1, 64, 64))
+        f["mask"] = np.ones(40000, np.float32)
+    out = str(tmp_path / "o.h5")
+    cases = [
+        (["simulate", "phantoms:2:100000", "-o", out, "--operator", "mri"], "is available"),
+        (["reconstruct", str(scan), "-o", out, "--samples", "1000000000"], "is available"),
+        (["reconstruct", str(big), "-o", out, "--sampler", "pinv"], "one slice of 'kspace'"),
+        (["reconstruct", str(scan), "-o", out, "--steps", "100000000"], "less than or equal"),
+        (["reconstruct", str(scan), "-o", out, "--set", "items=[]"], "at least 1 item"),
+    ]
+    for args, says in cases:
+        r = runner.invoke(app, args)
+        assert isinstance(r.exception, UserError) and says in str(r.exception), (args, r.output)
+        assert not (tmp_path / "o.h5").exists()
