@@ -39,8 +39,10 @@ def score_from_denoiser(denoiser: Denoiser, x: Tensor, sigma: Tensor) -> Tensor:
     return (denoiser(x, s) - x) / s2
 
 
-CALL_VALUES = 1 << 15
-"""Values per row times rows per call that size a network call (:func:`call_rows`)."""
+CALL_VALUES = 1 << 12
+"""Values per row times rows per call that size a network call (:func:`call_rows`): 4 rows of
+32 x 32, 1 of 64 x 64. A row alone pays for the padding of its call (``benchmarks/README.md``,
+"Batch invariance with a network prior: its cost"), so calls stay small."""
 MAX_CALL_ROWS = 16
 """The most rows one network call takes."""
 

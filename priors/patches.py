@@ -443,12 +443,18 @@ class PatchNetworkDenoiser:
         return (acc / weight)[..., :h, :w]
 
 
+#: the most tiles of a call that packs whole small images (fewer tiles each than ``cap / 2``):
+#: one 64 x 64 image alone pays for the padding of its call, so such calls stay small
+SMALL_CALL_TILES = 4
+
+
 def tile_rows(per_row: int, cap: int) -> int:
     """Tiles per network call for images of ``per_row`` tiles, about ``cap`` at most: fixed by
-    the image size, never by the batch (:func:`recon.priors.base.fixed_calls`). With fewer
-    than ``cap`` tiles, whole rows: ``per_row * (cap // per_row)``; with more, the size
-    between ``cap / 2`` and ``cap`` that pads a row's tiles least (a 320 x 320 image's 81
-    tiles go in 9 calls of 9, a 256 x 256 image's 49 in 5 calls of 10)."""
-    if per_row < cap:
-        return per_row * (cap // per_row)
+    the image size, never by the batch (:func:`recon.priors.base.fixed_calls`). Small images
+    (fewer than ``cap / 2`` tiles) go whole, ``max(1, SMALL_CALL_TILES // per_row)`` images a
+    call; larger ones in calls of the size between ``cap / 2`` and ``cap`` that pads a row's
+    tiles least (a 320 x 320 image's 81 tiles in 9 calls of 9, a 256 x 256 image's 49 in 5
+    calls of 10)."""
+    if 2 * per_row < cap:
+        return per_row * max(1, SMALL_CALL_TILES // per_row)
     return min(range(cap, max(cap // 2, 1) - 1, -1), key=lambda k: -(-per_row // k) * k)
