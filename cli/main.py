@@ -725,11 +725,18 @@ def main() -> None:
         typer.echo("recon: interrupted", err=True)
         sys.exit(130)
     except Exception as exc:
-        # usage errors of the click that typer carries (vendored or not): they show themselves
+        # errors of the click that typer carries (vendored or not): usage errors as one line
+        # naming the command's help, others as click shows them
         if callable(getattr(exc, "show", None)) and isinstance(
             getattr(exc, "exit_code", None), int
         ):
-            exc.show()
+            if callable(getattr(exc, "format_message", None)) and exc.exit_code == 2:
+                ctx = getattr(exc, "ctx", None)
+                cmd = getattr(ctx, "command_path", None) or "recon"
+                text = " ".join(str(exc.format_message()).split())
+                typer.echo(f"recon: error: {text} (see `{cmd} --help`)", err=True)
+            else:
+                exc.show()
             sys.exit(exc.exit_code)
         if debug:
             raise

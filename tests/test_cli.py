@@ -131,9 +131,15 @@ def test_list_samplers_is_the_registry():
 
 
 def test_usage_errors_through_the_entry_point_exit_2_without_traceback(tmp_path):
-    """``main()`` (the console script), not CliRunner: unknown command, missing option, value
-    out of range."""
-    for args in (["no-such-command"], ["reconstruct", "x.h5"], ["reconstruct", "x.h5", "-o"]):
+    """``main()`` (the console script), not CliRunner: unknown command, missing option, a
+    value that does not parse: one line naming the help to read, not click's block."""
+    cases = (
+        ["no-such-command"],
+        ["reconstruct", "x.h5"],
+        ["reconstruct", "x.h5", "-o"],
+        ["reconstruct", "x.h5", "-o", "y.h5", "--samples", "abc"],
+    )
+    for args in cases:
         out = subprocess.run(
             [sys.executable, "-m", "recon.cli.main", *args],
             capture_output=True,
@@ -141,7 +147,8 @@ def test_usage_errors_through_the_entry_point_exit_2_without_traceback(tmp_path)
             cwd=tmp_path,
         )
         assert out.returncode == 2, (args, out.stderr)
-        assert "Traceback" not in out.stderr and "Error" in out.stderr, out.stderr
+        assert out.stderr.startswith("recon: error: ") and "--help`)" in out.stderr, out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
 def test_sampler_without_prior_never_resolves_one(tmp_path):
