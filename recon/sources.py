@@ -427,6 +427,13 @@ class CTSource(Source):
         for key in ("geometry", "angle_range", "sigma_y"):
             if key in a:
                 base[key] = a[key]
+        for key, have in (("n_angles", info.n_angles), ("n_detectors", info.n_detectors)):
+            said = a.get(key)
+            if said is not None and str(said) != str(have):  # an attr that contradicts the data
+                raise UserError(
+                    f"{info.path}: attr {key}={said} but the sinogram has {have}; fix or remove "
+                    "the attr"
+                )
         base["n_angles"] = info.n_angles
         if override is not None:
             if override.name != "ct":

@@ -491,3 +491,25 @@ def test_requests_larger_than_memory_are_refused_before_allocating(tmp_path, mon
         r = runner.invoke(app, args)
         assert isinstance(r.exception, UserError) and says in str(r.exception), (args, r.output)
         assert not (tmp_path / "o.h5").exists()
+
+
+def test_a_ct_attr_that_contradicts_the_sinogram_is_refused(tmp_path):
+    from recon.errors import UserError
+
+    ct = tmp_path / "ct.h5"
+    r = runner.invoke(
+        app, ["simulate", "phantoms:1:16", "-o", str(ct), "--operator", "ct", "--angles", "10"]
+    )
+    assert r.exit_code == 0, r.output
+    with h5py.File(ct, "a") as f:
+        f.attrs["n_angles"] = 12
+    r = runner.invoke(
+        app, ["reconstruct", str(ct), "-o", str(tmp_path / "o.h5"), "--sampler", "fbp"]
+    )
+    assert isinstance(r.exception, UserError) and "n_angles=12" in str(r.exception), r.output
+    with h5py.File(ct, "a") as f:
+        f.attrs["n_angles"] = 10  # agreeing: fine
+    r = runner.invoke(
+        app, ["reconstruct", str(ct), "-o", str(tmp_path / "o.h5"), "--sampler", "fbp"]
+    )
+    assert r.exit_code == 0, r.output
