@@ -241,6 +241,35 @@ def _recorded_sigma(attrs: dict[str, Any]) -> float | None:
         return None
 
 
+#: the fields of a config's operator a fastMRI file takes: always, and for fully sampled
+#: k-space (retrospective undersampling)
+_FASTMRI_USES = frozenset({"name", "img_size", "sigma_y", "coil_estimator"})
+_FULLY_SAMPLED_USES = frozenset({"mask", "acceleration", "center_fraction", "seed"})
+
+
+def _check_override(info: Any, override: O.OperatorConfigBase) -> None:
+    """Refuse a config operator that a fastMRI file would ignore (the file has its own
+    operator), so the result's recorded config never claims what did not run."""
+    if override.name not in ("mri", "mri_multicoil"):
+        raise UserError(
+            f"{info.path}: fastMRI k-space needs an 'mri' or 'mri_multicoil' operator, not "
+            f"{override.name!r} (or none: the file gives it)"
+        )
+    uses = _FASTMRI_USES | (_FULLY_SAMPLED_USES if info.mask is None else frozenset())
+    ignored = sorted(set(override.model_fields_set) - uses)
+    sizes = (tuple(info.image_size), tuple(info.shape))  # the image's, or the k-space's
+    if "img_size" in override.model_fields_set and tuple(override.img_size) not in sizes:
+        ignored.append(f"img_size (the file's is {list(info.image_size)})")
+    if ignored:
+        why = (
+            "its k-space has its own mask" if info.mask is not None else "they come from the file"
+        )
+        raise UserError(
+            f"{info.path}: the config's operator sets {', '.join(ignored)}, which this file "
+            f"would ignore ({why}); remove them"
+        )
+
+
 class FastMRISource(Source):
     """fastMRI k-space (single- or multi-coil); see :mod:`recon.io`."""
 
@@ -281,6 +310,8 @@ class FastMRISource(Source):
                 center_fraction=override.center_fraction,
                 seed=override.seed,
             )[0].numpy()
+        if override is not None:
+            _check_override(info, override)
         self.mask = torch.from_numpy(np.asarray(mask, dtype=np.float32))
         self.num_low = _acs_width(np.asarray(mask))
         if info.multicoil and self.num_low < 2:

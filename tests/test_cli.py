@@ -513,3 +513,19 @@ def test_a_ct_attr_that_contradicts_the_sinogram_is_refused(tmp_path):
         app, ["reconstruct", str(ct), "-o", str(tmp_path / "o.h5"), "--sampler", "fbp"]
     )
     assert r.exit_code == 0, r.output
+
+
+def test_a_config_operator_a_fastmri_file_would_ignore_is_refused(tmp_path):
+    """The result's recorded config never claims what did not run: an operator setting
+    that a fastMRI file with its own mask ignores is refused in one line."""
+    from recon.errors import UserError
+
+    scan = tmp_path / "s.h5"
+    r = runner.invoke(app, ["simulate", "phantoms:1:16", "-o", str(scan), "--operator", "mri"])
+    assert r.exit_code == 0, r.output
+    op = ["--set", "operator.name=mri", "--set", "operator.img_size=[16,16]"]
+    base = ["reconstruct", str(scan), "--sampler", "pinv", *op, "-o"]
+    r = runner.invoke(app, [*base, str(tmp_path / "a.h5"), "--set", "operator.acceleration=8"])
+    assert isinstance(r.exception, UserError) and "acceleration" in str(r.exception), r.output
+    r = runner.invoke(app, [*base, str(tmp_path / "b.h5"), "--set", "operator.sigma_y=0.02"])
+    assert r.exit_code == 0, r.output  # the noise level is taken
