@@ -90,8 +90,9 @@ def build_prior(cfg: RunConfig, device: torch.device | str) -> Any:
 def rows_folder(cfg: RunConfig) -> Path | None:
     """Where ``reconstruct`` keeps the finished rows of ``cfg`` until the output is written
     (:func:`recon.distributed.rows_folder`; None without an output). The fingerprint covers
-    the config (less where and how much is written), the device type and the input file's
-    path, size and modification time."""
+    the config (less where and how much is written), the device type and the input file
+    (path, size, modification time and a digest of its bytes: :func:`recon.distributed.
+    file_stamp`)."""
     if cfg.output is None:
         return None
     fp = fingerprint(

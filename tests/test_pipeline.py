@@ -19,7 +19,7 @@ from recon.config import RunConfig, validate
 from recon.errors import UserError
 from recon.io import fastmri_info, read_fastmri_slice
 from recon.phantoms import random_phantoms
-from recon.pipeline import run
+from recon.pipeline import rows_folder, run
 from recon.samplers import SAMPLERS
 from recon.simulate import simulate
 
@@ -506,3 +506,36 @@ def test_coil_estimator_is_a_run_setting(images, tmp_path):
         with h5py.File(out) as f:
             assert json.loads(f.attrs["config"])["coil_estimator"] == est
     assert all(p > psnr["lowres"] - 1.0 for p in psnr.values()), psnr
+
+
+def test_resume_is_keyed_by_what_the_scan_holds(images, tmp_path):
+    """A scan replaced by another of the same size, its old modification time restored, is a
+    different scan: the finished rows of the first are not reused (they were, by path, size
+    and mtime)."""
+    import os
+    import shutil
+
+    from recon.distributed import RowStore
+
+    a = _sim(tmp_path, images, MRI, "a.h5")
+    b = simulate(images.flip(-1), MRI, tmp_path / "b.h5", seed=0)
+    assert a.stat().st_size == b.stat().st_size
+    scan = tmp_path / "scan.h5"
+    shutil.copy(a, scan)
+    cfg = _cfg(input=str(scan), output=str(tmp_path / "o.h5"), batch_size=1, prior=_prior(True))
+
+    def stop(done: int, total: int) -> None:
+        if done > 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, on_rows=stop)
+    assert len(RowStore(rows_folder(cfg)).load()) == 1
+    st = scan.stat()
+    shutil.copy(b, scan)
+    os.utime(scan, ns=(st.st_atime_ns, st.st_mtime_ns))
+    res = run(cfg)
+    with h5py.File(tmp_path / "o.h5") as f:
+        assert f.attrs["rows_resumed"] == 0
+    fresh = run(_cfg(input=str(b), prior=_prior(True)))
+    assert torch.equal(res.reconstruction, fresh.reconstruction)
