@@ -529,9 +529,50 @@ def train_prior(
         progress: show a tqdm bar with the loss and images/s (rank 0).
         context: the process group (:func:`recon.distributed.context`).
 
+    A run that made ``out_dir`` and ends, by an error or an interrupt, before its first
+    checkpoint removes it again (nothing is left behind).
+
     Returns:
         The model card on rank 0; None on the other ranks.
     """
+    out = Path(out_dir)
+    made = not out.exists()
+    try:
+        return _train_prior(
+            cfg,
+            out,
+            resume=resume,
+            threads=threads,
+            max_seconds=max_seconds,
+            progress=progress,
+            log=log,
+            context=context,
+        )
+    except BaseException:
+        if (
+            made
+            and context.is_main
+            and out.is_dir()
+            and not (out / "checkpoint.safetensors").exists()
+        ):
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _train_prior(
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = True,
+    threads: int | None = None,
+    max_seconds: float | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    context: Context = SINGLE,
+) -> dict[str, Any] | None:
+    """The body of :func:`train_prior` (its docstring)."""
     from tqdm.auto import tqdm
 
     ctx = context
@@ -565,6 +606,9 @@ def train_prior(
                     f"{first}"
                 ) from None
 
+    # the data are opened before the folder is made: a bad source leaves nothing behind
+    sources = [_Source(s, cfg.resolution, cfg.unet.channels) for s in cfg.data]
+
     def read() -> tuple[dict[str, Any], dict[str, Tensor]] | None:
         if not ctx.is_main:
             return None
@@ -591,7 +635,6 @@ def train_prior(
         step, wall, losses = int(meta["step"]), float(meta["wall_s"]), list(meta["losses"])
         if log and ctx.is_main:
             log(f"resuming {out} at step {step}")
-    sources = [_Source(s, cfg.resolution, cfg.unet.channels) for s in cfg.data]
     model: torch.nn.Module = net
     if ctx.distributed:
         model = torch.nn.parallel.DistributedDataParallel(net)

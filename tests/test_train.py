@@ -309,3 +309,22 @@ def test_a_truncated_checkpoint_is_one_line_naming_fresh(tiny_data, tmp_path):
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
     with pytest.raises(ConfigError, match=r"checkpoint\.safetensors.*--fresh"):
         train_prior(_cfg(tiny_data, steps=4), out, progress=False)
+
+
+def test_a_refused_run_leaves_no_folder(tiny_data, tmp_path):
+    """A run that made its folder and fails before its first checkpoint removes it; a
+    folder that existed (a resumable run) is kept."""
+    from recon.errors import UserError
+
+    out = tmp_path / "new"
+    with pytest.raises(UserError, match="not found"):
+        train_prior(_cfg(tmp_path / "missing.h5", steps=2), out, progress=False)
+    assert not out.exists()
+    bad = _cfg(tiny_data, steps=2, batch_size=6, accumulate=4)
+    with pytest.raises(ValueError, match="split"):
+        train_prior(bad, out, progress=False)
+    assert not out.exists()
+    train_prior(_cfg(tiny_data, steps=2), out, progress=False)
+    with pytest.raises(UserError):
+        train_prior(_cfg(tiny_data, steps=4, lr=1e-4), out, progress=False)
+    assert (out / "checkpoint.safetensors").is_file()
