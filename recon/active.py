@@ -618,5 +618,5 @@ def acquire_file(
         title="active subsampling (ADS)",
         force=force,
     )
-    store.clear()
+    store.clear(others=True)
     return summary

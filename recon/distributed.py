@@ -278,10 +278,12 @@ class RowStore:
             lambda tmp: save_file(tensors, str(tmp), metadata={"rows": json.dumps(meta)}),
         )
 
-    def clear(self) -> None:
-        """Remove the folder once the merged output is written, and its parent
-        (``.<output>.rows``) when no other run's rows remain there."""
-        shutil.rmtree(self.folder, ignore_errors=True)
+    def clear(self, *, others: bool = False) -> None:
+        """Remove the folder, and its parent (``.<output>.rows``) when no other run's rows
+        remain there. ``others``: once the output is written, the rows other runs left for
+        the same output (another config or seed, a run that lost a race) go too: they would
+        only serve a rerun that overwrites this output."""
+        shutil.rmtree(self.folder.parent if others else self.folder, ignore_errors=True)
         with contextlib.suppress(OSError):
             self.folder.parent.rmdir()
 

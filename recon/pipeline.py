@@ -345,7 +345,7 @@ def run(
         force=cfg.force,
     )
     if store is not None:
-        store.clear()
+        store.clear(others=True)
     return RunResult(
         recon_t,
         std_t,

@@ -539,3 +539,22 @@ def test_resume_is_keyed_by_what_the_scan_holds(images, tmp_path):
         assert f.attrs["rows_resumed"] == 0
     fresh = run(_cfg(input=str(b), prior=_prior(True)))
     assert torch.equal(res.reconstruction, fresh.reconstruction)
+
+
+def test_a_written_output_takes_every_run_s_rows_for_it_along(images, tmp_path):
+    """Rows another run left for the same output (another seed, here interrupted) go once the
+    output is written: nothing is left beside it forever."""
+    scan = _sim(tmp_path, images, MRI)
+    out = tmp_path / "o.h5"
+    base = dict(input=str(scan), output=str(out), batch_size=1, prior=_prior(True))
+
+    def stop(done: int, total: int) -> None:
+        if done > 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(_cfg(**base, seed=1), on_rows=stop)
+    rows = tmp_path / ".o.h5.rows"
+    assert rows.is_dir()
+    run(_cfg(**base, seed=2))
+    assert out.is_file() and not rows.exists()
