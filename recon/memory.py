@@ -147,7 +147,8 @@ def _available_cpu() -> int | None:
 
 
 def _gb(n: float) -> str:
-    return f"{n / 1e9:.3g} GB"
+    """Bytes as GB, or MB below 1 GB."""
+    return f"{n / 1e9:.3g} GB" if n >= 1e9 else f"{n / 1e6:.3g} MB"
 
 
 def check_request(nbytes: float, what: str) -> None:
@@ -280,3 +281,13 @@ class AutoBatch:
     def record(self) -> dict[str, Any]:
         """What the results file records about the choice."""
         return {"budget_bytes": self.budget_bytes, "row_peak_bytes": self.row_peak}
+
+    def warning(self) -> str | None:
+        """One line when a single row needed more than the budget (the run went on, one row
+        at a time, above it), else None."""
+        if self.row_peak is None or self.row_peak <= self.budget_bytes:
+            return None
+        return (
+            f"one row needed {_gb(self.row_peak)} of memory, above the budget of "
+            f"{_gb(self.budget_bytes)} (--max-memory); the run went on one row at a time"
+        )

@@ -265,6 +265,8 @@ def run(
         if it.truth is not None:
             t = it.truth.double()
             truths.append(t if t.ndim == 2 else (t[0] if t.shape[0] == 1 else t.norm(dim=0)))
+    if isinstance(batch, AutoBatch) and batch.warning():
+        said.append(f"{cfg.input}: {batch.warning()}")
     recon_t, std_t = torch.stack(means), torch.stack(stds)
     truth_t = torch.stack(truths) if len(truths) == len(indices) and indices else None
     scores: dict[str, list[float]] = {}

@@ -115,3 +115,24 @@ def test_keep_freed_memory_stops_refaulting_large_buffers():
     assert kept == "True"
     assert without >= 5 * 16384 * 0.9  # every page of every temporary, again
     assert with_keep < 0.5 * without  # mostly 0; the heap may still grow once or twice
+
+
+def test_a_budget_below_one_row_is_said_and_recorded(tmp_path):
+    """--max-memory below what one row needs: the run goes on one row at a time and says so
+    (it exceeded the budget without a word)."""
+    import h5py
+    from typer.testing import CliRunner
+
+    from recon.cli.main import app
+
+    runner = CliRunner()
+    scan, out = tmp_path / "s.h5", tmp_path / "o.h5"
+    r = runner.invoke(app, ["simulate", "phantoms:1:16", "-o", str(scan), "--operator", "mri"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(
+        app, ["reconstruct", str(scan), "-o", str(out), "--max-memory", "1KB", "--steps", "2"]
+    )
+    assert r.exit_code == 0, r.output
+    assert "above the budget of 0.001 MB (--max-memory)" in r.output
+    with h5py.File(out) as f:
+        assert "above the budget" in f.attrs["support"]
