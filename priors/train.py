@@ -196,12 +196,7 @@ class _Source:
         elif spec != "phantoms":
             from recon.io import read_images
 
-            imgs = read_images(spec)
-            if imgs.min() < -1e-3 or imgs.max() > 1 + 1e-3:
-                raise ValueError(
-                    f"{spec}: images must lie in [0, 1] (found [{imgs.min():.3g}, "
-                    f"{imgs.max():.3g}]); rescale them first"
-                )
+            imgs = read_images(spec)  # in [0, 1] (recon.io.read_image_stack's rule)
             if imgs.shape[-1] != resolution or imgs.shape[-2] != resolution:
                 imgs = torch.nn.functional.interpolate(
                     imgs, size=(resolution, resolution), mode="bilinear", antialias=True

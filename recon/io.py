@@ -558,7 +558,17 @@ def read_image_stack(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
         raise ReconIOError(
             f"{p}: 'images' has shape {a.shape}; expected (N, H, W) or (N, C, H, W)"
         )
-    return torch.from_numpy(a), {"format": "hdf5", "rule": "as stored"}
+    lo, hi = float(np.min(a)), float(np.max(a))  # real_array refused NaN/Inf already
+    if lo < -IMAGE_RANGE_SLACK or hi > 1 + IMAGE_RANGE_SLACK:
+        raise ReconIOError(
+            f"{p}: 'images' must lie in [0, 1] (found [{lo:.3g}, {hi:.3g}]); rescale them first "
+            "(8-bit data: divide by 255)"
+        )
+    return torch.from_numpy(np.clip(a, 0, 1)), {"format": "hdf5", "rule": "as stored"}
+
+
+#: how far outside [0, 1] a stored image stack may go (rounding of a float conversion)
+IMAGE_RANGE_SLACK = 1e-3
 
 
 def detect_layout(path: str | Path | h5py.File) -> str:

@@ -529,3 +529,25 @@ def test_a_config_operator_a_fastmri_file_would_ignore_is_refused(tmp_path):
     assert isinstance(r.exception, UserError) and "acceleration" in str(r.exception), r.output
     r = runner.invoke(app, [*base, str(tmp_path / "b.h5"), "--set", "operator.sigma_y=0.02"])
     assert r.exit_code == 0, r.output  # the noise level is taken
+
+
+def test_one_rule_for_image_stacks(tmp_path):
+    """simulate accepted 0..255, negative or uint8 images (and wrote a truth with max 255)
+    while train-prior refused them: both now refuse in one line, by the same rule."""
+    from recon.errors import UserError
+
+    for name, arr in (
+        ("u8.h5", np.full((1, 16, 16), 200, np.uint8)),
+        ("neg.h5", -np.ones((1, 16, 16))),
+    ):
+        path = tmp_path / name
+        with h5py.File(path, "w") as f:
+            f["images"] = arr
+        for args in (
+            ["simulate", str(path), "-o", str(tmp_path / "s.h5"), "--operator", "mri"],
+            ["train-prior", str(tmp_path / "tp"), "--set", f"data=['{path}']", "--steps", "1"],
+        ):
+            r = runner.invoke(app, args)
+            assert isinstance(r.exception, UserError), (args, r.output)
+            assert "must lie in [0, 1]" in str(r.exception), r.output
+        assert not (tmp_path / "s.h5").exists() and not (tmp_path / "tp").exists()
