@@ -583,20 +583,22 @@ def train_prior_cmd(
         None, "--max-time", help="Stop (after a checkpoint) after this long, e.g. 45m, 2h."
     ),
     fresh: bool = typer.Option(False, "--fresh", help="Ignore an existing checkpoint."),
-    device_hint: str = typer.Option("cpu", "--device", help="Only cpu is supported for now."),
+    device: str = typer.Option(
+        "cpu", "--device", help="cpu, cuda or cuda:N (under torchrun: one GPU per rank)."
+    ),
 ) -> None:
-    """Train a diffusion prior (EDM loss, compact UNet, EMA, AdamW) on CPU.
+    """Train a diffusion prior (EDM loss, compact UNet, EMA, AdamW) on a CPU or a GPU.
 
     Checkpoints every few hundred steps (safetensors + JSON, atomic); rerun the same command
     to resume after an interruption. Writes prior.safetensors (EMA weights), model_card.json
     and a sample grid PNG per checkpoint. Load the result with recon.priors.load(FOLDER).
     """
+    from recon import errors
     from recon.config import apply_overrides, read_mapping, validate
     from recon.distributed import context
     from recon.priors.train import PRESETS, TrainConfig, parse_duration, train_prior
 
-    if device_hint != "cpu":
-        raise UserError("train-prior runs on cpu only (--device cpu)")
+    errors.device(device)
     if preset is not None and preset not in PRESETS:
         raise UserError(f"--preset {preset!r}: choose one of {', '.join(PRESETS)}")
     base = PRESETS[preset].model_dump(mode="json") if preset else {}
@@ -626,7 +628,8 @@ def train_prior_cmd(
             threads=threads,
             max_seconds=seconds,
             log=lambda m: typer.echo(m, err=True),
-            context=context("cpu"),
+            context=(ctx := context(device)),
+            device=ctx.device(device),
         )
     except (ValueError, OSError) as err:
         raise UserError(str(err)) from None

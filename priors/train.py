@@ -284,8 +284,8 @@ def edm_loss(
     process computes (a rank's share of the global batch under DistributedDataParallel)."""
     b = x0.shape[0]
     sigma_u = torch.exp(cfg.p_mean + cfg.p_std * torch.randn(b, generator=generator))
-    noise = torch.randn(x0.shape, generator=generator)
-    x0, sigma_u, noise = x0[rows], sigma_u[rows], noise[rows]
+    noise = torch.randn(x0.shape, generator=generator)  # the CPU stream, for every device
+    x0, sigma_u, noise = x0[rows], sigma_u[rows].to(x0.device), noise[rows].to(x0.device)
     scale = denoiser.hi - denoiser.lo  # network units per data unit
     sigma = sigma_u / scale
     d = denoiser(x0 + sigma[:, None, None, None] * noise, sigma)
@@ -501,6 +501,7 @@ def train_prior(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     context: Context = SINGLE,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any] | None:
     """Train (or resume training) a prior into ``out_dir``; return the model card.
 
@@ -523,6 +524,10 @@ def train_prior(
             (on rank 0's clock).
         progress: show a tqdm bar with the loss and images/s (rank 0).
         context: the process group (:func:`recon.distributed.context`).
+        device: where the network, its optimizer state and the batches live (``cuda`` under
+            torchrun: this rank's GPU). Batches, noise and initial weights are drawn on the
+            CPU from the same seeds on every device, so a run on a GPU trains on the same
+            data; checkpoints are written from CPU copies and resume on any device.
 
     A run that made ``out_dir`` and ends, by an error or an interrupt, before its first
     checkpoint removes it again (nothing is left behind).
@@ -542,6 +547,7 @@ def train_prior(
             progress=progress,
             log=log,
             context=context,
+            device=device,
         )
     except BaseException:
         if (
@@ -566,6 +572,7 @@ def _train_prior(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     context: Context = SINGLE,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any] | None:
     """The body of :func:`train_prior` (its docstring)."""
     from tqdm.auto import tqdm
@@ -581,9 +588,10 @@ def _train_prior(
         torch.set_num_threads(int(threads))
     out = Path(out_dir)
     ckpt, meta_path = out / "checkpoint.safetensors", out / "checkpoint.json"
-    torch.manual_seed(cfg.seed)  # parameter initialisation only
-    net = UNet(cfg.unet)
-    ema = UNet(cfg.unet).requires_grad_(False)
+    dev = torch.device(device)
+    torch.manual_seed(cfg.seed)  # parameter initialisation only (on the CPU, for any device)
+    net = UNet(cfg.unet).to(dev)
+    ema = UNet(cfg.unet).requires_grad_(False).to(dev)
     _copy_params(ema, net)
     opt = torch.optim.AdamW(
         net.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay
@@ -632,7 +640,8 @@ def _train_prior(
             log(f"resuming {out} at step {step}")
     model: torch.nn.Module = net
     if ctx.distributed:
-        model = torch.nn.parallel.DistributedDataParallel(net)
+        ids = [dev.index if dev.index is not None else 0] if dev.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
     # one call per micro-batch, as given (its shape is fixed by the config)
     den = EDMDenoiser(model, sigma_data=cfg.sigma_data, data_range=(-1.0, 1.0), call_rows=0)
     n_params = sum(p.numel() for p in net.parameters())
@@ -650,6 +659,7 @@ def _train_prior(
         tensors = {f"net.{k}": v for k, v in net.state_dict().items()}
         tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
         tensors |= _opt_tensors(opt)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         state = {"config": cfg.model_dump(mode="json"), "step": step, "wall_s": wall}
         state["losses"] = losses
         state["world_size"] = ctx.world_size
@@ -676,8 +686,10 @@ def _train_prior(
         coords = None
         if cfg.patch_sizes:
             x0, coords = patch_batch(cfg, x0, step)
+            coords = coords.to(dev)
+        x0 = x0.to(dev)
         opt.zero_grad(set_to_none=True)
-        loss = torch.zeros(())
+        loss = torch.zeros((), device=dev)
         for j, rows in enumerate(micro_rows):
             step_den = den
             if coords is not None:
@@ -709,7 +721,8 @@ def _train_prior(
         if ctx.distributed:  # the global batch's loss; one stop decision for all ranks
             import torch.distributed as dist
 
-            stats = torch.stack([batch_loss / ctx.world_size, torch.tensor(float(over))])
+            flag = torch.tensor(float(over), device=batch_loss.device)
+            stats = torch.stack([batch_loss / ctx.world_size, flag])
             dist.all_reduce(stats)
             batch_loss, over = stats[0], bool(stats[1] > 0)
         losses.append(round(batch_loss.item(), 5))
@@ -747,7 +760,11 @@ def export(
     losses: list[float],
     n_params: int,
 ) -> dict[str, Any]:
-    """Write ``prior.safetensors`` (EMA weights), a sample grid and ``model_card.json``."""
+    """Write ``prior.safetensors`` (EMA weights), a sample grid and ``model_card.json`` (from
+    a CPU copy of the EMA network, wherever it trains)."""
+    import copy
+
+    ema = copy.deepcopy(ema).to("cpu")
     weights = out / "prior.safetensors"
     meta = {
         "format": FORMAT,

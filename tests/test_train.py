@@ -328,3 +328,20 @@ def test_a_refused_run_leaves_no_folder(tiny_data, tmp_path):
     with pytest.raises(UserError):
         train_prior(_cfg(tiny_data, steps=4, lr=1e-4), out, progress=False)
     assert (out / "checkpoint.safetensors").is_file()
+
+
+def test_train_prior_takes_a_device_like_every_command(tiny_data, tmp_path):
+    """--device is a device, not a hint: cpu trains the same weights as the default; a CUDA
+    device is refused in one line only where there is none (then nothing is made)."""
+    from typer.testing import CliRunner
+
+    from recon.cli.main import app
+    from recon.errors import UserError
+
+    a = train_prior(_cfg(tiny_data, steps=2), tmp_path / "a", progress=False)
+    b = train_prior(_cfg(tiny_data, steps=2), tmp_path / "b", progress=False, device="cpu")
+    assert a["sha256"] == b["sha256"]
+    if not torch.cuda.is_available():
+        r = CliRunner().invoke(app, ["train-prior", str(tmp_path / "c"), "--device", "cuda"])
+        assert isinstance(r.exception, UserError) and "CUDA is not available" in str(r.exception)
+        assert not (tmp_path / "c").exists()
