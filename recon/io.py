@@ -172,6 +172,12 @@ def atomic(path: str | Path, force: bool, write: Callable[[Path], Any]) -> Path:
     try:
         write(tmp)
         os.replace(tmp, p)
+    except OSError as exc:  # a full disk, a file-size limit, a quota: nothing is left
+        reason = exc.strerror or str(exc).splitlines()[0]
+        raise ReconIOError(
+            f"{p}: could not be written ({reason}); free space (or raise the file-size "
+            "limit) or choose another folder"
+        ) from None
     finally:
         if tmp.exists():
             tmp.unlink()

@@ -149,17 +149,21 @@ def save(
     force: bool = False,
     fill: Any | None = None,
 ) -> Path | None:
-    """Write the results file (``reconstruction``, ``std``, ``samples``, ``extras``, ``attrs``
-    plus versions; or ``fill(f)`` for a custom layout) and the figure, each atomically.
+    """Write the figure and the results file (``reconstruction``, ``std``, ``samples``,
+    ``extras``, ``attrs`` plus versions; or ``fill(f)`` for a custom layout), each atomically
+    and both or neither: a failure of either (a full disk) leaves none of them.
 
     Returns:
         The results file's path, or None without ``output``.
     """
     out = None
-    if output is not None:
-        if fill is not None:
+    drawn = figure is not None and bool(rows)
+    if drawn:  # first: a figure that cannot be written leaves no results file either
+        save_figure(figure, rows, title=title, captions=captions, force=force)
+    try:
+        if output is not None and fill is not None:
             out = io.atomic_h5(Path(output), force, fill)
-        else:
+        elif output is not None:
             out = io.write_result(
                 output,
                 reconstruction=reconstruction,
@@ -169,6 +173,8 @@ def save(
                 attrs=attrs,
                 force=force,
             )
-    if figure is not None and rows:
-        save_figure(figure, rows, title=title, captions=captions, force=force)
+    except BaseException:
+        if drawn:  # the pair is written whole or not at all
+            Path(figure).unlink(missing_ok=True)
+        raise
     return out

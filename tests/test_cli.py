@@ -551,3 +551,39 @@ def test_one_rule_for_image_stacks(tmp_path):
             assert isinstance(r.exception, UserError), (args, r.output)
             assert "must lie in [0, 1]" in str(r.exception), r.output
         assert not (tmp_path / "s.h5").exists() and not (tmp_path / "tp").exists()
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    """A file-size limit (as a full disk): one line naming the file, exit 2, no output; and
+    when the results file fails after its figure, the figure goes too (both or neither)."""
+    import resource
+
+    from recon import io as rio
+    from recon.errors import UserError
+
+    scan = tmp_path / "s.h5"
+    r = runner.invoke(app, ["simulate", "phantoms:1:16", "-o", str(scan), "--operator", "mri"])
+    assert r.exit_code == 0, r.output
+    out, fig = tmp_path / "o.h5", tmp_path / "o.png"
+    args = ["reconstruct", str(scan), "-o", str(out), "--sampler", "pinv", "--figure", str(fig)]
+
+    def limit() -> None:  # 8 KB files at most, in the child only
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
+
+    p = subprocess.run(
+        [sys.executable, "-m", "recon.cli.main", *args],
+        capture_output=True,
+        text=True,
+        preexec_fn=limit,
+    )
+    assert p.returncode == 2, p.stderr
+    assert "could not be written (File too large)" in p.stderr.strip().splitlines()[-1]
+    assert not out.exists() and not fig.exists()
+
+    def full(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rio, "write_result", lambda *a, **k: rio.atomic(out, False, full))
+    r = runner.invoke(app, args)
+    assert isinstance(r.exception, UserError) and "No space left" in str(r.exception)
+    assert not out.exists() and not fig.exists()
