@@ -662,9 +662,10 @@ def demo(
 
     from recon import errors, metrics
     from recon.demo import run_demo
-    from recon.io import check_writable
+    from recon.io import check_folder, check_writable
 
     errors.device(device)
+    check_folder(output)
     output.mkdir(parents=True, exist_ok=True)
     check_writable(output / "demo.h5", force=force)
     bar = _LazyBar("DDS samples", "sample")

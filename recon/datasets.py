@@ -12,8 +12,23 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from recon.errors import UserError
+
+
+def read_info(path: str | Path) -> dict[str, Any]:
+    """A set's ``info.json`` as a dict ({} when absent), or a one-line error naming it."""
+    p = Path(path)
+    if not p.is_file():
+        return {}
+    try:
+        info = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{p}: not readable JSON ({exc}); restore the file") from None
+    if not isinstance(info, dict):
+        raise UserError(f"{p}: holds {type(info).__name__}, not a JSON object; restore the file")
+    return info
 
 
 def data_dir() -> Path:
@@ -57,7 +72,7 @@ class BenchmarkSet:
         committed = self.path / "scan.h5"
         if committed.is_file():
             return committed
-        info = json.loads((self.path / "info.json").read_text())
+        info = read_info(self.path / "info.json")
         if "simulate" not in info:
             return committed  # reported as missing by the reader
         return simulated_scan(self.name, info)
@@ -92,7 +107,7 @@ def benchmark_sets() -> dict[str, BenchmarkSet]:
     root = data_dir() / "benchmarks"
     out = {}
     for info_path in sorted(root.glob("*/info.json")):
-        info = json.loads(info_path.read_text())
+        info = read_info(info_path)
         out[info_path.parent.name] = BenchmarkSet(
             info_path.parent.name,
             info_path.parent,
@@ -107,7 +122,7 @@ def resolve_benchmark(name_or_dir: str) -> BenchmarkSet:
     """A bundled set by name, or a folder laid out the same way."""
     p = Path(name_or_dir)
     if (p / "scan.h5").is_file():
-        info = json.loads((p / "info.json").read_text()) if (p / "info.json").is_file() else {}
+        info = read_info(p / "info.json")
         return BenchmarkSet(
             p.name, p, info.get("description", ""), info.get("kind", "?"), info.get("n_items", -1)
         )

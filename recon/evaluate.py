@@ -37,7 +37,7 @@ import torch
 
 from recon import io, metrics, results
 from recon.config import RunConfig, fingerprint
-from recon.datasets import BenchmarkSet
+from recon.datasets import BenchmarkSet, read_info
 from recon.distributed import SINGLE, Context, run_rows
 from recon.errors import UserError
 from recon.pipeline import RunResult, build_prior, resolve_prior, run
@@ -75,7 +75,7 @@ def evaluate(
     if entry.uses_prior and isinstance(cfg.prior, str):
         info = bench.path / "info.json"
         if "prior" not in cfg.model_fields_set and info.is_file():
-            default = json.loads(info.read_text()).get("default_prior")
+            default = read_info(info).get("default_prior")
             cfg = cfg.model_copy(update={"prior": default or cfg.prior})
         cfg = resolve_prior(cfg, io.scan_image_shape(bench.scan))
     cfg = cfg.model_copy(update={"input": str(bench.scan), "output": None, "figure": None})
@@ -287,7 +287,7 @@ def apply_tuned(bench: BenchmarkSet, cfg: RunConfig) -> RunConfig:
     info_path = bench.path / "info.json"
     if not info_path.is_file():
         return cfg
-    tuned = json.loads(info_path.read_text()).get("tuned", {}).get(cfg.sampler.name, {})
+    tuned = read_info(info_path).get("tuned", {}).get(cfg.sampler.name, {})
     fields = type(cfg.sampler).model_fields
     update = {
         k: v for k, v in tuned.items() if k in fields and k not in cfg.sampler.model_fields_set

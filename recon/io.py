@@ -548,7 +548,13 @@ def read_image_stack(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
 
         imgs = []
         for fp in files:
-            a = np.asarray(Image.open(fp), dtype=np.float32)
+            try:
+                a = np.asarray(Image.open(fp), dtype=np.float32)
+            except (OSError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
+                raise ReconIOError(
+                    f"{fp}: not a readable PNG image ({str(exc).splitlines()[0]}); repair or "
+                    "remove it"
+                ) from None
             a = a / (65535.0 if a.max() > 255 else 255.0)
             imgs.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
         shapes = {i.shape for i in imgs}

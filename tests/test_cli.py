@@ -587,3 +587,34 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
     r = runner.invoke(app, args)
     assert isinstance(r.exception, UserError) and "No space left" in str(r.exception)
     assert not out.exists() and not fig.exists()
+
+
+def test_corrupt_images_info_files_and_demo_paths_are_user_errors(tmp_path):
+    """A corrupt image in an image folder, a corrupt benchmark info.json, a demo output
+    that is a file: one line each (they were internal errors)."""
+    import shutil
+
+    from PIL import Image
+
+    from recon.errors import UserError
+
+    pngs = tmp_path / "pngs"
+    pngs.mkdir()
+    Image.fromarray(np.zeros((16, 16), np.uint8)).save(pngs / "a.png")
+    (pngs / "b.png").write_text("not a png")
+    bset = tmp_path / "bset"
+    bset.mkdir()
+    shutil.copy(Path(__file__).parents[1] / "data/benchmarks/phantom_sr_x4/scan.h5", bset)
+    (bset / "info.json").write_text("{bad")
+    (tmp_path / "afile").write_text("x")
+    cases = [
+        (["simulate", str(pngs), "-o", str(tmp_path / "s.h5"), "--operator", "mri"], "b.png"),
+        (
+            ["evaluate", "-b", str(bset), "-o", str(tmp_path / "ev"), "--sampler", "pinv"],
+            "info.json",
+        ),
+        (["demo", "-o", str(tmp_path / "afile")], "is a file"),
+    ]
+    for args, says in cases:
+        r = runner.invoke(app, args)
+        assert isinstance(r.exception, UserError) and says in str(r.exception), (args, r.output)
