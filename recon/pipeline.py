@@ -15,6 +15,7 @@ data: :class:`recon.sources.Noise`) is recorded in the ``noise`` attr.
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from collections.abc import Callable
@@ -181,6 +182,8 @@ def run(
     if tele is not None:
         sigmas = tele.sigmas
     hyper = hyperparameters(cfg.sampler)
+    # particle samplers return their cloud: its health is recorded (recon.support)
+    clouds_kept = "return_particles" in inspect.signature(entry.fn).parameters
 
     def item(i: int) -> Item:
         if i not in items:
@@ -203,7 +206,10 @@ def run(
                 s_y = source.noise.sigma_y
                 x0 = teleport.teleport(tele.gaussian, y, physics, tele.sigma, gens, sigma_y=s_y)
                 start["x_init"] = x0.to(y.dtype)
-            x = entry.fn(counted, y, physics, sigmas, generator=gens, **start, **hyper)
+            extra = {"return_particles": True} if clouds_kept else {}
+            x = entry.fn(counted, y, physics, sigmas, generator=gens, **start, **hyper, **extra)
+        health = support.cloud_health(x) if clouds_kept else [None] * len(chunk)
+        x = x.sample if clouds_kept else x
         nfe = (counted.rows - before) / len(chunk)
         fit = support.data_fit(physics, x, y, source.noise.sigma_y)
         return {
@@ -213,8 +219,9 @@ def run(
                 ),
                 "nfe": nfe,
                 "fit": float(f),
+                **({"cloud": h} if h is not None else {}),
             }
-            for (i, k), xr, f in zip(chunk, x, fit, strict=True)
+            for (i, k), xr, f, h in zip(chunk, x, fit, health, strict=True)
         }
 
     keys = [(i, k) for i in indices for k in range(cfg.n_samples)]
@@ -237,7 +244,7 @@ def run(
     draws = {i: [done.rows[(i, k)]["x"] for k in range(cfg.n_samples)] for i in indices}
     nfe = round(sum(done.rows[key]["nfe"] for key in keys) / max(len(keys), 1))
     means, stds, samples, inputs, truths = [], [], [], [], []
-    fits, blinds, said = [], [], []
+    fits, blinds, said, clouds = [], [], [], []
     convention = "fastmri" if source.kind.startswith("mri") else "image"
     for i in indices:
         it = items.pop(i, None) or source.item(i)  # one item loaded at a time
@@ -261,7 +268,9 @@ def run(
         inputs.append(source.output(zf.cpu()[0].double(), it))
         fits.append(sum(done.rows[(i, k)]["fit"] for k in range(cfg.n_samples)) / cfg.n_samples)
         blinds.append(support.blind_fraction(it_physics))
-        said += support.warnings(str(cfg.input), i, fits[-1], blinds[-1])
+        item_clouds = [done.rows[(i, k)]["cloud"] for k in range(cfg.n_samples) if clouds_kept]
+        clouds.append(item_clouds)
+        said += support.warnings(str(cfg.input), i, fits[-1], blinds[-1], item_clouds)
         if it.truth is not None:
             t = it.truth.double()
             truths.append(t if t.ndim == 2 else (t[0] if t.shape[0] == 1 else t.norm(dim=0)))
@@ -311,7 +320,12 @@ def run(
         "noise": source.noise.record(),
         # per item: data residual / noise energy (about 1 when the data are explained) and the
         # fraction of the field of view the operator cannot see (recon.support)
-        "support": {"data_fit": fits, "blind_fraction": blinds, "warnings": said},
+        "support": {
+            "data_fit": fits,
+            "blind_fraction": blinds,
+            "warnings": said,
+            **({"particles": clouds} if clouds_kept else {}),
+        },
     }
     if tele is not None:
         attrs["teleport"] = tele.record

@@ -710,3 +710,70 @@ def test_fps_is_exact_for_its_filtering_model_not_the_posterior():
     assert float(err_m.abs().max()) < 0.1 * math.sqrt(float(ref[0, 1]))
     exact_var = float(prior.posterior(physics, y, sigma_y=s_y).std[0, 0]) ** 2
     assert float(ref[0, 1]) < 0.5 * exact_var  # 0.035 vs 0.2 at 10 steps
+
+
+def test_cloud_health_counts_distinct_particles_and_warns_on_a_collapse():
+    """Particle health (recon.support.cloud_health): the ESS trace and the distinct particles
+    of the final cloud per row; a cloud of copies of one particle is said in one line."""
+    from recon.samplers import ParticleResult
+    from recon.support import cloud_health, warnings
+
+    one = torch.ones(4, 3)
+    varied = torch.arange(12.0).reshape(4, 3)
+    res = ParticleResult(
+        sample=torch.zeros(2, 3),
+        particles=torch.stack([one, varied]),
+        log_weights=torch.full((2, 4), -math.log(4)),
+        mean=torch.zeros(2, 3),
+        std=torch.zeros(2, 3),
+        ess=torch.tensor([[3.5, 1.0, 4.0], [3.9, 3.1, 2.5]]),
+        log_evidence=torch.zeros(2),
+    )
+    h = cloud_health(res)
+    assert [r["distinct"] for r in h] == [1, 4]
+    assert h[0]["ess_min"] == 1.0 and h[1]["ess_final"] == 2.5
+    said = warnings("s.h5", 0, 1.0, 0.0, h)
+    assert len(said) == 1 and "collapsed in 1 of 2 draw(s)" in said[0]
+    assert warnings("s.h5", 0, 1.0, 0.0, h[1:]) == []
+
+
+def test_pipeline_records_particle_health(tmp_path):
+    """A particle sampler's run records each draw's cloud health in attr 'support'."""
+    import json
+
+    import h5py
+
+    from recon.config import RunConfig, validate
+    from recon.phantoms import random_phantoms
+    from recon.pipeline import run
+    from recon.simulate import simulate
+
+    ops = __import__("recon.operators", fromlist=["MRIConfig"])
+    scan = simulate(
+        random_phantoms(1, 16, seed=3),
+        ops.MRIConfig(img_size=(16, 16), acceleration=4, center_fraction=0.25, sigma_y=0.01),
+        tmp_path / "s.h5",
+        seed=0,
+    )
+    cfg = validate(
+        RunConfig,
+        {
+            "input": str(scan),
+            "output": str(tmp_path / "o.h5"),
+            "prior": {
+                "kind": "phantom_gaussian",
+                "size": 16,
+                "n_train": 200,
+                "rank": 16,
+                "complex": True,
+            },
+            "sampler": {"name": "tds", "n_particles": 4},
+            "schedule": {"name": "karras", "n_steps": 6, "sigma_max": 5.0},
+            "n_samples": 2,
+        },
+    )
+    run(cfg)
+    with h5py.File(tmp_path / "o.h5") as f:
+        parts = json.loads(f.attrs["support"])["particles"]
+    assert len(parts) == 1 and len(parts[0]) == 2
+    assert parts[0][0]["n_particles"] == 4 and len(parts[0][0]["ess"]) == 6
