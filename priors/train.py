@@ -19,10 +19,12 @@ same batches as an uninterrupted one). Each checkpoint also exports the EMA weig
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -491,6 +493,26 @@ def _load_checkpoint(ckpt: Path, meta_path: Path) -> tuple[dict[str, Any], dict[
     return state, load_file(str(ckpt))
 
 
+def _leaves_nothing_on_failure(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A training run that made its folder and ends, by an error or an interrupt, before its
+    first checkpoint removes the folder again."""
+
+    @functools.wraps(fn)
+    def run(cfg: TrainConfig, out_dir: str | Path, **kwargs: Any) -> Any:
+        out = Path(out_dir)
+        made = not out.exists()
+        try:
+            return fn(cfg, out_dir, **kwargs)
+        except BaseException:
+            main = kwargs.get("context", SINGLE).is_main
+            if made and main and out.is_dir() and not (out / "checkpoint.safetensors").exists():
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+
+    return run
+
+
+@_leaves_nothing_on_failure
 def train_prior(
     cfg: TrainConfig,
     out_dir: str | Path,
@@ -535,46 +557,6 @@ def train_prior(
     Returns:
         The model card on rank 0; None on the other ranks.
     """
-    out = Path(out_dir)
-    made = not out.exists()
-    try:
-        return _train_prior(
-            cfg,
-            out,
-            resume=resume,
-            threads=threads,
-            max_seconds=max_seconds,
-            progress=progress,
-            log=log,
-            context=context,
-            device=device,
-        )
-    except BaseException:
-        if (
-            made
-            and context.is_main
-            and out.is_dir()
-            and not (out / "checkpoint.safetensors").exists()
-        ):
-            import shutil
-
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-
-
-def _train_prior(
-    cfg: TrainConfig,
-    out_dir: str | Path,
-    *,
-    resume: bool = True,
-    threads: int | None = None,
-    max_seconds: float | None = None,
-    progress: bool = True,
-    log: Callable[[str], None] | None = None,
-    context: Context = SINGLE,
-    device: str | torch.device = "cpu",
-) -> dict[str, Any] | None:
-    """The body of :func:`train_prior` (its docstring)."""
     from tqdm.auto import tqdm
 
     ctx = context

@@ -111,6 +111,19 @@ def _csv(path: Path) -> list[dict[str, str]]:
         return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
 
 
+def _same_items(one: Path, two: Path, n: int = 5) -> None:
+    """Two evaluate folders hold the same n items, row for row and bit for bit."""
+    rows1, rows2 = _csv(one / "items.csv"), _csv(two / "items.csv")
+    assert len(rows1) == n and rows1 == rows2
+    for i in range(n):
+        with (
+            np.load(one / "items" / f"{i:04d}.npz") as a,
+            np.load(two / "items" / f"{i:04d}.npz") as b,
+        ):
+            for key in a.files:
+                assert np.array_equal(a[key], b[key]), (i, key)
+
+
 def test_evaluate_and_acquire_on_two_ranks_equal_one_process(worker):
     """evaluate (items dealt to 2 ranks) and acquire (slices dealt) give bit-identical items,
     metrics and result files to one process."""
@@ -123,15 +136,7 @@ def test_evaluate_and_acquire_on_two_ranks_equal_one_process(worker):
             *("acquire", str(tmp / "full.h5"), "-o", str(tmp / "ads1.h5"), "--steps", "8"),
             *("--particles", "2", "--center-fraction", "0.125", "--acceleration", "4"),
         )
-    rows1, rows2 = _csv(tmp / "eval1" / "items.csv"), _csv(tmp / "eval2" / "items.csv")
-    assert len(rows1) == 5 and rows1 == rows2
-    for i in range(5):
-        with (
-            np.load(tmp / "eval1/items" / f"{i:04d}.npz") as a,
-            np.load(tmp / "eval2/items" / f"{i:04d}.npz") as b,
-        ):
-            for key in a.files:
-                assert np.array_equal(a[key], b[key]), (i, key)
+    _same_items(tmp / "eval1", tmp / "eval2")
     assert (tmp / "eval2" / "summary.md").is_file()
 
 
@@ -144,14 +149,7 @@ def test_evaluate_with_a_network_prior_on_two_ranks_equals_one_process(worker):
             *("evaluate", "-b", str(tmp / "bench"), "-o", str(tmp / "eval-net1")),
             *("-c", str(tmp / "run-net.yaml"), "--samples", "2"),
         )
-    assert _csv(tmp / "eval-net1" / "items.csv") == _csv(tmp / "eval-net2" / "items.csv")
-    for i in range(5):
-        with (
-            np.load(tmp / "eval-net1/items" / f"{i:04d}.npz") as a,
-            np.load(tmp / "eval-net2/items" / f"{i:04d}.npz") as b,
-        ):
-            for key in a.files:
-                assert np.array_equal(a[key], b[key]), (i, key)
+    _same_items(tmp / "eval-net1", tmp / "eval-net2")
     _assert_same(tmp / "ads1.h5", tmp / "ads2.h5")
     assert not list(tmp.glob(".ads2.h5.rows"))  # finished: the shard folder is gone
 

@@ -558,3 +558,21 @@ def test_a_written_output_takes_every_run_s_rows_for_it_along(images, tmp_path):
     assert rows.is_dir()
     run(_cfg(**base, seed=2))
     assert out.is_file() and not rows.exists()
+
+
+def test_pipeline_records_particle_health(images, tmp_path):
+    """A particle sampler's run records each draw's cloud health in attr 'support'
+    (recon.support.cloud_health)."""
+    scan = _sim(tmp_path, images[:1], MRI)
+    cfg = _cfg(
+        input=str(scan),
+        output=str(tmp_path / "o.h5"),
+        prior=_prior(True),
+        sampler={"name": "tds", "n_particles": 4},
+        n_samples=2,
+    )
+    run(cfg)
+    with h5py.File(tmp_path / "o.h5") as f:
+        parts = json.loads(f.attrs["support"])["particles"]
+    assert len(parts) == 1 and len(parts[0]) == 2
+    assert parts[0][0]["n_particles"] == 4 and len(parts[0][0]["ess"]) == FAST["n_steps"]
