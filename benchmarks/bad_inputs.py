@@ -3,7 +3,7 @@
 Each case builds its inputs in a temporary folder, runs ``python -m recon.cli ...`` in a
 subprocess (``main()``, as a user's shell does) and checks what the README promises:
 
-* user errors: exit 2, one ``recon: error:`` line (usage errors: typer's usage message),
+* user and usage errors: exit 2, one ``recon: error:`` line,
   no traceback, nothing written (no output, no figure, no hidden temporary file), inputs
   unchanged (sha256);
 * faults (Ctrl-C): exit 130 with "interrupted", nothing half-written;
@@ -428,7 +428,7 @@ def check(case: Case, tmp: Path) -> str | None:
         return f"exit {r.returncode}, expected {case.expect}: {err.strip()[-300:]}"
     if "Traceback" in err:
         return "a traceback"
-    if case.expect == 2 and not case.usage:
+    if case.expect == 2:  # usage errors too: one line naming the command's --help
         errs = [ln for ln in lines if ln.startswith("recon: error:")]
         if len(errs) != 1 or len(lines) > 1:
             return f"not one error line: {lines[:4]}"

@@ -337,7 +337,12 @@ def run(
         attrs["metrics_skipped"] = skipped
     input_t = torch.stack(inputs)
     fig_rows, captions = results.panels(
-        recon_t, std_t, truth=truth_t, inputs=input_t, scores=scores
+        recon_t,
+        std_t,
+        truth=truth_t,
+        inputs=input_t,
+        input_label="zero-filled" if convention == "fastmri" else "input (A^+ y)",
+        scores=scores,
     )
     out_path = results.save(
         cfg.output,

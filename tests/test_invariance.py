@@ -136,10 +136,15 @@ def _tiny_patch_prior(path):
     return path
 
 
-@pytest.mark.parametrize("sampler", ["dds", "dps"])
-def test_pipeline_with_a_network_prior_is_invariant_to_batch_size_and_resume(sampler, tmp_path):
-    """A run with a (tiny) patch network prior gives the same bits with ``batch_size`` 1 and
-    4, and when interrupted after its first chunk and resumed."""
+@pytest.mark.parametrize(
+    ("sampler", "prior_name"), [("dds", None), ("dps", None), ("dds", "generic-patch")]
+)
+def test_pipeline_with_a_network_prior_is_invariant_to_batch_size_and_resume(
+    sampler, prior_name, tmp_path
+):
+    """A run with a patch network prior (a tiny random one, and the default bundled one)
+    gives the same bits with ``batch_size`` 1 and 4, and when interrupted after its first
+    chunk and resumed."""
     from recon.phantoms import random_phantoms
 
     scan = simulate(
@@ -148,7 +153,8 @@ def test_pipeline_with_a_network_prior_is_invariant_to_batch_size_and_resume(sam
         tmp_path / "scan.h5",
         seed=0,
     )
-    prior = {"kind": "network", "source": str(_tiny_patch_prior(tmp_path / "p.safetensors"))}
+    source = prior_name or str(_tiny_patch_prior(tmp_path / "p.safetensors"))
+    prior = {"kind": "network", "source": source}
     base = {
         "input": str(scan),
         "prior": {**prior, "complex": True},
