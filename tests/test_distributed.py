@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -216,13 +217,23 @@ def _two_nodes(args: list[str]) -> None:
         *("--rdzv-id=recon-test", *args),
     ]
     node[node.index("--nproc-per-node=2")] = "--nproc-per-node=1"
-    procs = [
-        subprocess.Popen(node, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        for _ in range(2)
-    ]
-    for p in procs:
-        _, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err.decode()[-3000:]
+    # each node's output goes to a file, never a pipe: a pipe read only after the other node
+    # exits can fill, block its writer and so both nodes (they wait for each other at exit)
+    with tempfile.TemporaryDirectory() as logs:
+        files = [open(Path(logs) / f"node{i}.log", "w+b") for i in range(2)]
+        procs = [
+            subprocess.Popen(node, env=_env(), stdout=f, stderr=subprocess.STDOUT) for f in files
+        ]
+        try:
+            for p, f in zip(procs, files, strict=True):
+                p.wait(timeout=180)
+                f.seek(0)
+                assert p.returncode == 0, f.read().decode(errors="replace")[-3000:]
+        finally:
+            for p, f in zip(procs, files, strict=True):
+                if p.poll() is None:
+                    p.kill()
+                f.close()
 
 
 def test_reconstruct_killed_then_rerun_on_two_nodes(work, baseline):
