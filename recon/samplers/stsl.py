@@ -9,14 +9,20 @@ with any denoiser. Per step, in the VE sigma form, with the score
 ``s(x) = (D(x, sigma) - x) / sigma^2``:
 
 1. Hutchinson estimate of the Laplacian ``tr(grad^2 log p_sigma(x))`` from ``n_probes`` probes
-   ``z ~ N(0, I)``: ``T(x) = mean_z z^T (s(x + delta z) - s(x)) / delta`` (a finite difference of
-   the score; unbiased for any delta when ``log p`` is quadratic). The reference probes with a
+   ``z ~ N(0, I)``: ``T(x) = mean_z z^T J_s(x) z``. recon's default (``difference="exact"``)
+   takes ``J_s(x) z`` as an exact Jacobian-vector product (double backward), unbiased for any
+   prior (tested against the closed form on a Gaussian mixture, trace and gradient); the
+   reference's (``difference="finite"``) is the finite difference
+   ``(s(x + delta z) - s(x)) / delta``, unbiased for any delta only when ``log p`` is
+   quadratic. The reference probes with a
    unit ``z`` in the units of its VP state ``x_t = sqrt(ab_t) u``, ``u`` in [-1, 1]: that is
    ``c_t = 1 / (2 sqrt(ab_t)) = vp_scale sqrt(1 + (sigma / vp_scale)^2)`` data units, so recon
    takes ``delta = probe_scale c_t``; and its term ``z^T (s_state(x_t + z) - s_state(x_t))``
    equals ``c_t^2 T(x)`` in data units (the Hessian of ``log p`` scales by ``c_t^2`` under
-   ``x = c_t x_t``), which is the value recon uses. The score at x comes from the same network
-   call as ``x0_hat``, so a step costs ``1 + n_probes`` network calls with a graph.
+   ``x = c_t x_t``), which is the value recon uses. With finite differences the score at x
+   comes from the same network call as ``x0_hat``, so a step costs ``1 + n_probes`` network
+   calls with a graph; exact products reuse that call's graph and cost two backward passes
+   per probe instead.
 2. the surrogate ``L(x) = -||y - A x0_hat(x)|| - (gamma / n) c_t^2 T(x)`` with ``n`` the sum of
    the image's shape (C + H + W for an image, d for a vector), the reference's normalisation;
    the gradient goes through every network call. Ascending ``L`` lowers the Laplacian, which
@@ -44,7 +50,7 @@ ancestral noise equals DPS's for the same generator. For a Gaussian prior ``T`` 
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import deepinv as dinv
 import torch
@@ -79,19 +85,27 @@ def hutchinson_laplacian(
     sigma: float,
     probes: Tensor,
     *,
-    delta: float = 1.0,
+    delta: float | None = None,
     score_x: Tensor | None = None,
 ) -> Tensor:
-    """Per-sample ``mean_z z^T (s(x + delta z) - s(x)) / delta``, an estimate of
-    ``tr(grad^2 log p_sigma(x))``; differentiable w.r.t. x.
+    """Per-sample ``mean_z z^T J_s(x) z``, Hutchinson's estimate of
+    ``tr(grad^2 log p_sigma(x))`` (``J_s``: the Jacobian of the score); differentiable w.r.t. x.
+
+    With ``delta=None`` the directional derivative ``J_s(x) z`` is exact (a Jacobian-vector
+    product by double backward: two extra backward passes per probe), so the estimate is
+    unbiased for any prior and its gradient is the gradient of an unbiased estimate. With a
+    ``delta`` it is the finite difference ``(s(x + delta z) - s(x)) / delta`` (one extra
+    network call per probe), unbiased only where ``log p`` is quadratic: the reference's
+    choice, with its large ``delta`` (module docstring).
 
     Args:
         denoiser: ``D(x, sigma)``.
         x: (B, *) points.
         sigma: noise level.
         probes: (P, B, *) standard normal probes.
-        delta: finite-difference scale.
-        score_x: the score at x when the caller already has it (saves a network call).
+        delta: None (exact) or the finite-difference scale.
+        score_x: the score at x when the caller already has it (saves a network call; for
+            exact products it must be a graph of ``x``, which then requires grad).
 
     Returns:
         (B,) estimates.
@@ -101,8 +115,19 @@ def hutchinson_laplacian(
     def score(v: Tensor) -> Tensor:
         return (denoiser(v, s) - v) / sigma**2
 
-    s0 = score(x) if score_x is None else score_x
     est = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    if delta is None:
+        with torch.enable_grad():
+            xv = x if x.requires_grad else x.detach().requires_grad_(True)
+            given = score_x is not None and xv is x and score_x.requires_grad
+            sv = score_x if given else score(xv)  # a graph of x, or computed here
+            u = torch.zeros_like(sv, requires_grad=True)
+            (vjp,) = torch.autograd.grad(sv, xv, u, create_graph=True)  # J^T u, linear in u
+            for z in probes:
+                (jz,) = torch.autograd.grad(vjp, u, z, create_graph=True)  # J z
+                est = est + batch_dot(z, jz)
+        return est / probes.shape[0]
+    s0 = score(x) if score_x is None else score_x
     for z in probes:
         est = est + batch_dot(z, score(x + delta * z) - s0) / delta
     return est / probes.shape[0]
@@ -138,9 +163,21 @@ def sample_stsl(
         ),
     ] = 0.0,
     n_probes: Annotated[int, Field(ge=1, description="Hutchinson probes per step")] = 1,
+    difference: Annotated[
+        Literal["exact", "finite"],
+        Field(
+            description="the Hessian-vector product: exact (a Jacobian-vector product, 2 extra "
+            "backward passes per probe, unbiased; recon's default) or finite (the reference's "
+            "finite difference of the score at probe_scale, 1 extra network call per probe)"
+        ),
+    ] = "exact",
     probe_scale: Annotated[
         float,
-        Field(gt=0.0, description="probe size in the reference's state units (module docstring)"),
+        Field(
+            gt=0.0,
+            description="finite differences: probe size in the reference's state units "
+            "(module docstring)",
+        ),
     ] = 1.0,
     eta: DDIMEta = 1.0,
 ) -> Tensor:
@@ -162,8 +199,9 @@ def sample_stsl(
                         [randn(pstreams, x.shape[1:], x) for _ in range(n_probes)]
                     )
                     c_t = vp * (1.0 + (s / vp) ** 2) ** 0.5  # a unit of the VP state
+                    delta = probe_scale * c_t if difference == "finite" else None
                     lap = hutchinson_laplacian(
-                        denoiser, xg, s, probes, delta=probe_scale * c_t, score_x=(x0 - xg) / s**2
+                        denoiser, xg, s, probes, delta=delta, score_x=(x0 - xg) / s**2
                     )
                     loss = loss - (gamma / n_norm) * c_t**2 * lap
                 (grad,) = torch.autograd.grad(loss.sum(), xg)
