@@ -29,6 +29,9 @@ METHODS = [
     ("reddiff", "reddiff", dict(lr=0.5)),
     ("exact", "exact", dict()),
     ("daps", "daps", dict()),
+    # STSL: DPS's step plus the Hessian-trace term (exact products, one probe)
+    ("stsl-0.02", "stsl", dict(zeta=0.2, vp_scale=1.0, normalize=False, gamma=0.02)),
+    ("stsl-0.2", "stsl", dict(zeta=0.2, vp_scale=1.0, normalize=False, gamma=0.2)),
 ]
 
 
